@@ -1,0 +1,51 @@
+/**
+ * The `synaxim` command line. Each subcommand lives in src/cli/commands/<name>.ts and exports a
+ * yargs CommandModule as `command`. Errors a user can cause print one line (no stack) and exit 1;
+ * --debug prints the stack.
+ */
+import yargs from 'yargs';
+import { SynaximError } from '../core/errors.ts';
+import { COMMANDS } from './commands/index.ts';
+
+export async function main(argv: string[]): Promise<void> {
+  const debug = argv.includes('--debug');
+  try {
+    let y = yargs(argv)
+      .scriptName('synaxim')
+      .usage('$0 <command> [options]')
+      .option('debug', { type: 'boolean', default: false, describe: 'show stack traces on errors' })
+      .strict()
+      .demandCommand(1, 'name a command (see --help)')
+      .recommendCommands()
+      .wrap(Math.min(110, process.stdout.columns || 100))
+      .fail((msg, err) => {
+        if (err) throw err;
+        throw new SynaximError(null, msg);
+      })
+      .help();
+    for (const c of COMMANDS) y = y.command(c);
+    await y.parseAsync();
+  } catch (e) {
+    process.exitCode = reportError(e, debug);
+  }
+}
+
+/** Print an error the way the CLI promises and return the exit code. */
+export function reportError(e: unknown, debug: boolean): number {
+  if (e instanceof SynaximError) {
+    process.stderr.write(`synaxim: error: ${e.message}\n`);
+    if (debug && e.stack) process.stderr.write(e.stack + '\n');
+    return e.name === 'InterruptedError' ? 130 : 1;
+  }
+  const err = e as NodeJS.ErrnoException;
+  if (err && typeof err === 'object' && err.code && err.path) {
+    // File-system errors a user can cause (missing file, permission): one line naming the file.
+    process.stderr.write(`synaxim: error: ${err.path}: ${err.code === 'ENOENT' ? 'no such file or directory' : err.code}\n`);
+    if (debug && err.stack) process.stderr.write(err.stack + '\n');
+    return 1;
+  }
+  process.stderr.write(`synaxim: internal error: ${err?.message ?? String(e)}\n`);
+  if (debug && err?.stack) process.stderr.write(err.stack + '\n');
+  else process.stderr.write('(run with --debug for the stack trace; this is a bug, please report it)\n');
+  return 2;
+}
