@@ -1,0 +1,459 @@
+/**
+ * A small, strict safetensors reader and writer (https://github.com/huggingface/safetensors format):
+ *   u64 little-endian header length N | N bytes of JSON header | tensor data.
+ * The header maps names to {dtype, shape, data_offsets: [begin, end]} (relative to the data start)
+ * plus an optional "__metadata__" string→string map. We check everything the format promises —
+ * header ≤ 100 MB, offsets contiguous from 0, in range, non-overlapping, the file ending at the last
+ * tensor, shape × dtype size = byte length, no duplicate names — and read one tensor at a time with
+ * positioned reads, never the whole file.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fail } from '../core/errors.ts';
+import { writeFileAtomic } from '../core/atomic.ts';
+import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../core/fp16.ts';
+
+export type StDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
+
+export const DTYPE_BYTES: Record<StDtype, number> = {
+  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
+};
+
+export const MAX_HEADER_BYTES = 100 * 1000 * 1000;
+
+export interface StTensorInfo {
+  name: string;
+  dtype: StDtype;
+  shape: number[];
+  /** Absolute byte offset of the tensor's data in the file. */
+  byteOffset: number;
+  byteLength: number;
+}
+
+export function numelOf(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * Top-level keys of a JSON object text, in order, including duplicates (JSON.parse silently keeps
+ * the last of duplicate keys, which would hide a tensor).
+ */
+function topLevelKeys(text: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        keys.push(JSON.parse(text.slice(i, j + 1)) as string);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === '{' || c === '[') {
+      depth++;
+      if (depth === 1 && c === '{') expectKey = true;
+    } else if (c === '}' || c === ']') depth--;
+    else if (c === ',' && depth === 1) expectKey = true;
+  }
+  return keys;
+}
+
+/** Parse and validate a header given the file size. Pure: used by the reader and by tests. */
+export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: number): { tensors: StTensorInfo[]; metadata: Record<string, string> | null } {
+  const dataStart = 8 + headerBytes.length;
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+  } catch {
+    fail(file, 'safetensors header is not valid UTF-8');
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    fail(file, `safetensors header is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) fail(file, 'safetensors header must be a JSON object');
+  const keys = topLevelKeys(text);
+  const seen = new Set<string>();
+  for (const k of keys) {
+    if (seen.has(k)) fail(file, `duplicate tensor name '${k}' in safetensors header`);
+    seen.add(k);
+  }
+  const obj = json as Record<string, unknown>;
+  let metadata: Record<string, string> | null = null;
+  const tensors: StTensorInfo[] = [];
+  for (const [name, raw] of Object.entries(obj)) {
+    if (name === '__metadata__') {
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, '__metadata__ must be a string→string map');
+      for (const [k, v] of Object.entries(raw)) if (typeof v !== 'string') fail(file, `__metadata__ value for '${k}' is not a string`);
+      metadata = raw as Record<string, string>;
+      continue;
+    }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, `tensor '${name}': entry must be an object`);
+    const e = raw as Record<string, unknown>;
+    const dtype = e.dtype;
+    if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) fail(file, `tensor '${name}': unknown dtype ${JSON.stringify(dtype)}`);
+    const shape = e.shape;
+    if (!Array.isArray(shape) || !shape.every((d) => typeof d === 'number' && Number.isInteger(d) && d >= 0)) {
+      fail(file, `tensor '${name}': shape must be a list of non-negative integers`);
+    }
+    const offs = e.data_offsets;
+    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => typeof o === 'number' && Number.isSafeInteger(o) && o >= 0)) {
+      fail(file, `tensor '${name}': data_offsets must be two non-negative integers`);
+    }
+    const [begin, end] = offs as [number, number];
+    if (end < begin) fail(file, `tensor '${name}': data_offsets [${begin}, ${end}] end before they begin`);
+    const expected = numelOf(shape as number[]) * DTYPE_BYTES[dtype as StDtype];
+    if (end - begin !== expected) {
+      fail(file, `tensor '${name}': shape [${(shape as number[]).join(', ')}] × ${dtype} is ${expected} bytes but data_offsets span ${end - begin}`);
+    }
+    if (dataStart + end > fileSize) fail(file, `tensor '${name}': data_offsets [${begin}, ${end}] run past the end of the file (${fileSize - dataStart} data bytes)`);
+    tensors.push({ name, dtype: dtype as StDtype, shape: shape as number[], byteOffset: dataStart + begin, byteLength: end - begin });
+  }
+  // Contiguity: sorted by offset, each tensor starts where the previous ended, from 0 to the end of the file.
+  const sorted = [...tensors].sort((a, b) => a.byteOffset - b.byteOffset || a.byteLength - b.byteLength);
+  let cursor = dataStart;
+  for (const t of sorted) {
+    if (t.byteOffset < cursor) fail(file, `tensor '${t.name}' overlaps the previous tensor (offset ${t.byteOffset - dataStart} < ${cursor - dataStart})`);
+    if (t.byteOffset > cursor) fail(file, `gap of ${t.byteOffset - cursor} bytes before tensor '${t.name}' (tensors must be contiguous)`);
+    cursor = t.byteOffset + t.byteLength;
+  }
+  if (cursor !== fileSize) fail(file, `file has ${fileSize - cursor} bytes after the last tensor (the file must end at the last tensor)`);
+  return { tensors, metadata };
+}
+
+function readExactly(fd: number, file: string, length: number, position: number): Uint8Array {
+  const buf = Buffer.allocUnsafe(length);
+  let off = 0;
+  while (off < length) {
+    const n = fs.readSync(fd, buf, off, length - off, position + off);
+    if (n === 0) fail(file, `unexpected end of file reading ${length} bytes at ${position}`);
+    off += n;
+  }
+  return new Uint8Array(buf.buffer, buf.byteOffset, length);
+}
+
+/** Decode raw little-endian bytes of a float dtype to float32. */
+export function bytesToFloat32(bytes: Uint8Array, dtype: StDtype, what: string): Float32Array {
+  switch (dtype) {
+    case 'F32': {
+      const out = new Float32Array(bytes.length / 4);
+      new Uint8Array(out.buffer).set(bytes); // copy: the source may be unaligned
+      return out;
+    }
+    case 'F16':
+      return decodeF16(bytes);
+    case 'BF16':
+      return decodeBf16(bytes);
+    case 'F64': {
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const out = new Float32Array(bytes.length / 8);
+      for (let i = 0; i < out.length; i++) out[i] = view.getFloat64(8 * i, true);
+      return out;
+    }
+    default:
+      return fail(what, `dtype ${dtype} is not a float type`);
+  }
+}
+
+/** Decode raw little-endian integer bytes to JS numbers (I64/U64 must fit in 2^53). */
+export function bytesToInts(bytes: Uint8Array, dtype: StDtype, what: string): number[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const size = DTYPE_BYTES[dtype];
+  const n = bytes.length / size;
+  const out = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    const o = i * size;
+    switch (dtype) {
+      case 'I64':
+      case 'U64': {
+        const v = dtype === 'I64' ? view.getBigInt64(o, true) : view.getBigUint64(o, true);
+        if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < -BigInt(Number.MAX_SAFE_INTEGER)) fail(what, `integer ${v} does not fit in a double`);
+        out[i] = Number(v);
+        break;
+      }
+      case 'I32': out[i] = view.getInt32(o, true); break;
+      case 'U32': out[i] = view.getUint32(o, true); break;
+      case 'I16': out[i] = view.getInt16(o, true); break;
+      case 'U16': out[i] = view.getUint16(o, true); break;
+      case 'I8': out[i] = view.getInt8(o); break;
+      case 'U8': case 'BOOL': out[i] = view.getUint8(o); break;
+      default: fail(what, `dtype ${dtype} is not an integer type`);
+    }
+  }
+  return out;
+}
+
+/** One .safetensors file, opened for positioned reads. */
+export class SafetensorsFile {
+  readonly path: string;
+  readonly metadata: Record<string, string> | null;
+  private readonly byName: Map<string, StTensorInfo>;
+  private fd: number | null;
+
+  private constructor(file: string, fd: number, tensors: StTensorInfo[], metadata: Record<string, string> | null) {
+    this.path = file;
+    this.fd = fd;
+    this.metadata = metadata;
+    this.byName = new Map(tensors.map((t) => [t.name, t]));
+  }
+
+  static open(file: string): SafetensorsFile {
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      return fail(file, code === 'ENOENT' ? 'file not found' : `cannot open (${code})`);
+    }
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size < 8) fail(file, `too small to be a safetensors file (${size} bytes)`);
+      const lenBytes = readExactly(fd, file, 8, 0);
+      const headerLen = new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true);
+      if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(file, `safetensors header length ${headerLen} exceeds the 100 MB limit`);
+      if (Number(headerLen) > size - 8) fail(file, `safetensors header length ${headerLen} runs past the end of the file (${size} bytes)`);
+      const header = readExactly(fd, file, Number(headerLen), 8);
+      const { tensors, metadata } = parseHeader(file, header, size);
+      return new SafetensorsFile(file, fd, tensors, metadata);
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+  }
+
+  names(): string[] {
+    return [...this.byName.keys()];
+  }
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+  info(name: string): StTensorInfo {
+    const t = this.byName.get(name);
+    if (!t) fail(this.path, `missing tensor '${name}'`);
+    return t;
+  }
+  readBytes(name: string): Uint8Array {
+    const t = this.info(name);
+    if (this.fd === null) fail(this.path, 'file is closed');
+    return readExactly(this.fd, this.path, t.byteLength, t.byteOffset);
+  }
+  readFloat32(name: string): Float32Array {
+    const t = this.info(name);
+    return bytesToFloat32(this.readBytes(name), t.dtype, `${this.path} (tensor '${name}')`);
+  }
+  readInt(name: string): number[] {
+    const t = this.info(name);
+    return bytesToInts(this.readBytes(name), t.dtype, `${this.path} (tensor '${name}')`);
+  }
+  /** Rows [start, start+count) of a tensor whose first axis is rows, as float32 (one positioned read). */
+  readFloat32Rows(name: string, start: number, count: number): Float32Array {
+    const t = this.info(name);
+    const rows = t.shape[0] ?? 1;
+    if (start < 0 || count < 0 || start + count > rows) fail(this.path, `tensor '${name}': rows [${start}, ${start + count}) out of range (${rows} rows)`);
+    const rowBytes = rows === 0 ? 0 : t.byteLength / rows;
+    if (this.fd === null) fail(this.path, 'file is closed');
+    const bytes = readExactly(this.fd, this.path, rowBytes * count, t.byteOffset + rowBytes * start);
+    return bytesToFloat32(bytes, t.dtype, `${this.path} (tensor '${name}')`);
+  }
+  close(): void {
+    if (this.fd !== null) fs.closeSync(this.fd);
+    this.fd = null;
+  }
+}
+
+export const INDEX_FILE = 'model.safetensors.index.json';
+
+/**
+ * A checkpoint: one .safetensors file, a directory holding `model.safetensors`, or a sharded
+ * directory with `model.safetensors.index.json` (`weight_map`: tensor name → shard file).
+ * Shards are opened lazily; every tensor must be in exactly the shard the index names.
+ */
+export class SafetensorsCheckpoint {
+  readonly location: string;
+  private readonly shardOf: Map<string, string>;
+  private readonly open_: Map<string, SafetensorsFile> = new Map();
+
+  private constructor(location: string, shardOf: Map<string, string>) {
+    this.location = location;
+    this.shardOf = shardOf;
+  }
+
+  static open(dirOrFile: string): SafetensorsCheckpoint {
+    let stat: fs.Stats;
+    try {
+      stat = fs.statSync(dirOrFile);
+    } catch {
+      return fail(dirOrFile, 'no such file or directory');
+    }
+    if (stat.isFile()) {
+      const f = SafetensorsFile.open(dirOrFile);
+      const ck = new SafetensorsCheckpoint(dirOrFile, new Map(f.names().map((n) => [n, dirOrFile])));
+      ck.open_.set(dirOrFile, f);
+      return ck;
+    }
+    const indexPath = path.join(dirOrFile, INDEX_FILE);
+    if (fs.existsSync(indexPath)) {
+      let index: unknown;
+      try {
+        index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
+      } catch (e) {
+        return fail(indexPath, `invalid JSON (${(e as Error).message})`);
+      }
+      const map = (index as { weight_map?: unknown })?.weight_map;
+      if (typeof map !== 'object' || map === null || Array.isArray(map)) fail(indexPath, "missing 'weight_map' object");
+      const shardOf = new Map<string, string>();
+      const shards = new Set<string>();
+      for (const [name, shard] of Object.entries(map as Record<string, unknown>)) {
+        if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
+          fail(indexPath, `tensor '${name}': shard ${JSON.stringify(shard)} is not a plain file name in this directory`);
+        }
+        shardOf.set(name, path.join(dirOrFile, shard));
+        shards.add(shard);
+      }
+      const ck = new SafetensorsCheckpoint(dirOrFile, shardOf);
+      // Validate every shard's header now (cheap: headers only) and cross-check the index.
+      const claimed = new Map<string, string>();
+      for (const shard of shards) {
+        const file = path.join(dirOrFile, shard);
+        if (!fs.existsSync(file)) fail(indexPath, `names shard '${shard}', which does not exist`);
+        const f = ck.shard(file);
+        for (const n of f.names()) {
+          const prev = claimed.get(n);
+          if (prev) fail(indexPath, `tensor '${n}' appears in two shards ('${prev}' and '${shard}')`);
+          claimed.set(n, shard);
+          if (shardOf.get(n) !== file) fail(file, `tensor '${n}' is in this shard but the index names ${shardOf.has(n) ? `'${path.basename(shardOf.get(n)!)}'` : 'no shard'} for it`);
+        }
+      }
+      for (const [n, file] of shardOf) if (!claimed.has(n)) fail(indexPath, `tensor '${n}' is not in its shard '${path.basename(file)}'`);
+      return ck;
+    }
+    const single = path.join(dirOrFile, 'model.safetensors');
+    if (fs.existsSync(single)) return SafetensorsCheckpoint.open(single);
+    return fail(dirOrFile, `no model.safetensors or ${INDEX_FILE} in this directory`);
+  }
+
+  private shard(file: string): SafetensorsFile {
+    let f = this.open_.get(file);
+    if (!f) {
+      f = SafetensorsFile.open(file);
+      this.open_.set(file, f);
+    }
+    return f;
+  }
+  private fileFor(name: string): SafetensorsFile {
+    const file = this.shardOf.get(name);
+    if (!file) fail(this.location, `missing tensor '${name}'`);
+    return this.shard(file);
+  }
+  names(): string[] {
+    return [...this.shardOf.keys()];
+  }
+  has(name: string): boolean {
+    return this.shardOf.has(name);
+  }
+  info(name: string): StTensorInfo {
+    return this.fileFor(name).info(name);
+  }
+  /** The file that holds a tensor (for error messages). */
+  file(name: string): string {
+    return this.fileFor(name).path;
+  }
+  readBytes(name: string): Uint8Array {
+    return this.fileFor(name).readBytes(name);
+  }
+  readFloat32(name: string): Float32Array {
+    return this.fileFor(name).readFloat32(name);
+  }
+  readInt(name: string): number[] {
+    return this.fileFor(name).readInt(name);
+  }
+  readFloat32Rows(name: string, start: number, count: number): Float32Array {
+    return this.fileFor(name).readFloat32Rows(name, start, count);
+  }
+  close(): void {
+    for (const f of this.open_.values()) f.close();
+    this.open_.clear();
+  }
+}
+
+export type StData = Float32Array | Float64Array | Int32Array | Uint8Array | Int8Array | Int16Array | Uint16Array | Uint32Array | BigInt64Array | number[];
+
+export interface StTensorToWrite {
+  dtype: StDtype;
+  shape: number[];
+  /** Values; Float32Array/number[] are encoded to the dtype; a Uint8Array with a non-U8 dtype is taken as raw little-endian bytes. */
+  data: StData;
+}
+
+function encodeData(name: string, t: StTensorToWrite): Uint8Array {
+  const n = numelOf(t.shape);
+  const { dtype, data } = t;
+  if (data instanceof Uint8Array && dtype !== 'U8' && dtype !== 'BOOL') {
+    if (data.length !== n * DTYPE_BYTES[dtype]) throw new Error(`tensor '${name}': ${data.length} raw bytes for ${n} × ${dtype}`);
+    return data;
+  }
+  if (data.length !== n) throw new Error(`tensor '${name}': ${data.length} values for shape [${t.shape.join(', ')}]`);
+  const out = new Uint8Array(n * DTYPE_BYTES[dtype]);
+  const view = new DataView(out.buffer);
+  switch (dtype) {
+    case 'F16': return encodeF16(data as ArrayLike<number>);
+    case 'BF16': return encodeBf16(data as ArrayLike<number>);
+    case 'F32': for (let i = 0; i < n; i++) view.setFloat32(4 * i, Number(data[i]), true); break;
+    case 'F64': for (let i = 0; i < n; i++) view.setFloat64(8 * i, Number(data[i]), true); break;
+    case 'I64': for (let i = 0; i < n; i++) view.setBigInt64(8 * i, BigInt(data[i]!), true); break;
+    case 'U64': for (let i = 0; i < n; i++) view.setBigUint64(8 * i, BigInt(data[i]!), true); break;
+    case 'I32': for (let i = 0; i < n; i++) view.setInt32(4 * i, Number(data[i]), true); break;
+    case 'U32': for (let i = 0; i < n; i++) view.setUint32(4 * i, Number(data[i]), true); break;
+    case 'I16': for (let i = 0; i < n; i++) view.setInt16(2 * i, Number(data[i]), true); break;
+    case 'U16': for (let i = 0; i < n; i++) view.setUint16(2 * i, Number(data[i]), true); break;
+    case 'I8': for (let i = 0; i < n; i++) view.setInt8(i, Number(data[i])); break;
+    case 'U8': case 'BOOL': for (let i = 0; i < n; i++) view.setUint8(i, Number(data[i])); break;
+  }
+  return out;
+}
+
+/** Serialise tensors (in the given order) to safetensors bytes: [length, header, ...data]. */
+export function encodeSafetensors(tensors: Record<string, StTensorToWrite>, metadata?: Record<string, string>): Uint8Array[] {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  const blobs: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    if (name === '__metadata__') throw new Error("'__metadata__' is not a tensor name");
+    const bytes = encodeData(name, t);
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.length] };
+    offset += bytes.length;
+    blobs.push(bytes);
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8); // pad so the data starts 8-byte aligned, like the reference writer
+  const headerBytes = Buffer.from(json, 'utf8');
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  return [len, headerBytes, ...blobs];
+}
+
+/** Write a .safetensors file atomically (temp + rename). */
+export function writeSafetensors(file: string, tensors: Record<string, StTensorToWrite>, metadata?: Record<string, string>): void {
+  writeFileAtomic(file, encodeSafetensors(tensors, metadata));
+}
+
+/** Read every float tensor of a file as float32 (for goldens and small files). */
+export function readAllFloat32(file: string): Record<string, { shape: number[]; data: Float32Array }> {
+  const f = SafetensorsFile.open(file);
+  try {
+    const out: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const n of f.names()) {
+      const info = f.info(n);
+      if (['F64', 'F32', 'F16', 'BF16'].includes(info.dtype)) out[n] = { shape: info.shape, data: f.readFloat32(n) };
+    }
+    return out;
+  } finally {
+    f.close();
+  }
+}
