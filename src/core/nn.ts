@@ -1,0 +1,171 @@
+/**
+ * tfjs building blocks of a Llama-family decoder layer, shared by the teacher (softmax attention)
+ * and the SYNAXIM student (gated D×D state). Everything here is pure tfjs and differentiable, so
+ * distillation can take gradients through it. Activations are 2-D: [T tokens, features], with
+ * the heads of a projection laid out side by side in the feature dimension ([T, nHeads*headDim]),
+ * as in HF's `q_proj(x)` before `.view(..., n_heads, head_dim)`.
+ *
+ * Names follow HF modeling_llama: rms_norm, rotate_half / apply_rotary_pos_emb, repeat_kv, the
+ * SwiGLU MLP `down_proj(silu(gate_proj(x)) * up_proj(x))`.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { ModelConfig } from '../formats/config.ts';
+import type { LayerWeights, Matrix } from '../formats/weights.ts';
+
+/** RMSNorm: x / sqrt(mean(x²) + eps) * weight, over the last axis. x [T, D], weight [D]. */
+export function rmsNorm(x: tf.Tensor2D, weight: tf.Tensor1D, eps: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const meanSquare = tf.mean(tf.square(x), -1, true);
+    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(meanSquare, eps))), weight) as tf.Tensor2D;
+  });
+}
+
+/** nn.Linear: x · wᵀ (+ bias). x [T, in], w [out, in] (PyTorch orientation), bias [out]. */
+export function linear(x: tf.Tensor2D, w: tf.Tensor2D, bias?: tf.Tensor1D | null): tf.Tensor2D {
+  return tf.tidy(() => {
+    const y = tf.matMul(x, w, false, true);
+    return (bias ? tf.add(y, bias) : y) as tf.Tensor2D;
+  });
+}
+
+/**
+ * RoPE inverse frequencies θ^(-2i/headDim), i < headDim/2, computed in float64. With
+ * `rope_scaling.type == 'llama3'` they are rescaled exactly as HF `_compute_llama3_parameters`:
+ * long wavelengths divided by `factor`, short ones kept, the band between interpolated smoothly.
+ */
+export function ropeInvFreq(config: ModelConfig): Float32Array {
+  const half = config.headDim / 2;
+  const inv = new Float64Array(half);
+  // HF: 1 / base ** (arange(0, dim, 2).float() / dim)
+  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(config.ropeTheta, (2 * i) / config.headDim);
+  const s = config.ropeScaling;
+  if (s && s.type === 'llama3') {
+    const lowFreqWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+    const highFreqWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+    for (let i = 0; i < half; i++) {
+      const wavelen = (2 * Math.PI) / inv[i];
+      if (wavelen < highFreqWavelen) continue; // high frequency: unchanged
+      if (wavelen > lowFreqWavelen) {
+        inv[i] = inv[i] / s.factor; // low frequency: fully scaled
+      } else {
+        // medium frequency: interpolate between scaled and unscaled
+        const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        inv[i] = (1 - smooth) * (inv[i] / s.factor) + smooth * inv[i];
+      }
+    }
+  }
+  return Float32Array.from(inv);
+}
+
+/**
+ * cos/sin tables for the given absolute positions, HF layout: emb = cat(freqs, freqs), so column
+ * j and j + headDim/2 share a frequency. Angles are computed in float64 on the host.
+ */
+export function ropeCosSin(config: ModelConfig, positions: number[]): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+  const invFreq = ropeInvFreq(config);
+  const d = config.headDim;
+  const half = d / 2;
+  const cos = new Float32Array(positions.length * d);
+  const sin = new Float32Array(positions.length * d);
+  positions.forEach((p, t) => {
+    for (let i = 0; i < half; i++) {
+      const angle = p * invFreq[i];
+      const c = Math.cos(angle);
+      const s = Math.sin(angle);
+      cos[t * d + i] = c;
+      cos[t * d + i + half] = c;
+      sin[t * d + i] = s;
+      sin[t * d + i + half] = s;
+    }
+  });
+  return { cos: tf.tensor2d(cos, [positions.length, d]), sin: tf.tensor2d(sin, [positions.length, d]) };
+}
+
+/**
+ * Rotary embedding in HF rotate-half form: x·cos + rotate_half(x)·sin per head, with
+ * rotate_half([x1, x2]) = [-x2, x1]. x [T, nHeads*headDim], cos/sin [T, headDim].
+ */
+export function applyRope(x: tf.Tensor2D, nHeads: number, headDim: number, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor2D {
+  return tf.tidy(() => {
+    const T = x.shape[0];
+    const half = headDim / 2;
+    const heads = tf.reshape(x, [T, nHeads, headDim]);
+    const [x1, x2] = tf.split(heads, [half, half], 2);
+    const rotated = tf.concat([tf.neg(x2), x1], 2);
+    const c = tf.reshape(cos, [T, 1, headDim]);
+    const s = tf.reshape(sin, [T, 1, headDim]);
+    return tf.reshape(tf.add(tf.mul(heads, c), tf.mul(rotated, s)), [T, nHeads * headDim]) as tf.Tensor2D;
+  });
+}
+
+/**
+ * GQA: repeat each kv head nRep times so query head i reads kv head ⌊i / nRep⌋.
+ * x [T, nKv*headDim] -> [T, nKv*nRep*headDim].
+ */
+export function repeatKv(x: tf.Tensor2D, nKv: number, nRep: number, headDim: number): tf.Tensor2D {
+  if (nRep === 1) return tf.clone(x);
+  return tf.tidy(() => {
+    const T = x.shape[0];
+    const expanded = tf.tile(tf.reshape(x, [T, nKv, 1, headDim]), [1, 1, nRep, 1]);
+    return tf.reshape(expanded, [T, nKv * nRep * headDim]) as tf.Tensor2D;
+  });
+}
+
+/** SiLU(x) = x·σ(x). */
+export function silu(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => tf.mul(x, tf.sigmoid(x)));
+}
+
+/** SwiGLU MLP: down(silu(gate(x)) ⊙ up(x)). Weights in [out, in] orientation. */
+export function swigluMlp(x: tf.Tensor2D, gate: tf.Tensor2D, up: tf.Tensor2D, down: tf.Tensor2D): tf.Tensor2D {
+  return tf.tidy(() => {
+    const hidden = tf.mul(silu(linear(x, gate)), linear(x, up)) as tf.Tensor2D;
+    return linear(hidden, down);
+  });
+}
+
+/** One decoder layer's weights as backend tensors (same fields as `LayerWeights`). */
+export interface LayerTensors {
+  inputNorm: tf.Tensor1D;
+  q: tf.Tensor2D;
+  k: tf.Tensor2D;
+  v: tf.Tensor2D;
+  o: tf.Tensor2D;
+  qBias: tf.Tensor1D | null;
+  kBias: tf.Tensor1D | null;
+  vBias: tf.Tensor1D | null;
+  postNorm: tf.Tensor1D;
+  gate: tf.Tensor2D;
+  up: tf.Tensor2D;
+  down: tf.Tensor2D;
+}
+
+export function uploadMatrix(m: Matrix): tf.Tensor2D {
+  return tf.tensor2d(m.data, [m.rows, m.cols]);
+}
+
+function uploadVector(v: Float32Array | null): tf.Tensor1D | null {
+  return v ? tf.tensor1d(v) : null;
+}
+
+/** Copy one layer's host weights to the backend. Pair with `disposeLayer`. */
+export function uploadLayer(lw: LayerWeights): LayerTensors {
+  return {
+    inputNorm: tf.tensor1d(lw.inputNorm),
+    q: uploadMatrix(lw.q),
+    k: uploadMatrix(lw.k),
+    v: uploadMatrix(lw.v),
+    o: uploadMatrix(lw.o),
+    qBias: uploadVector(lw.qBias),
+    kBias: uploadVector(lw.kBias),
+    vBias: uploadVector(lw.vBias),
+    postNorm: tf.tensor1d(lw.postNorm),
+    gate: uploadMatrix(lw.gate),
+    up: uploadMatrix(lw.up),
+    down: uploadMatrix(lw.down),
+  };
+}
+
+export function disposeLayer(t: LayerTensors): void {
+  for (const v of Object.values(t)) if (v) (v as tf.Tensor).dispose();
+}

@@ -1,0 +1,226 @@
+/**
+ * Text ⇄ token ids through `@huggingface/tokenizers` over a model's `tokenizer.json` +
+ * `tokenizer_config.json`. The files sit in the model directory itself (HF layout) or in its
+ * `tokenizer/` subdirectory (.symb layout).
+ *
+ * BOS is handled here, not by the tokenizer's post-processor: we always encode without special
+ * tokens and prepend the BOS id ourselves when asked (default: the config's `add_bos_token`, else
+ * whatever the post-processor would do), so every model gets the same, explicit behaviour.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { fail } from '../core/errors.ts';
+import { readJsonFile } from './config.ts';
+
+export const TOKENIZER_FILE = 'tokenizer.json';
+export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+
+export interface EncodeOptions {
+  /** Prepend the BOS id (default: the tokenizer's own convention, `Tokenizer.addBosByDefault`). */
+  addBos?: boolean;
+}
+
+export interface Tokenizer {
+  /** The tokenizer.json that was loaded (for messages). */
+  readonly file: string;
+  readonly bosId: number | null;
+  readonly eosIds: number[];
+  /** One past the largest token id the tokenizer knows (added tokens included). */
+  readonly vocabSize: number;
+  readonly addBosByDefault: boolean;
+  encode(text: string, options?: EncodeOptions): number[];
+  /** Text of `ids`; special tokens (BOS, EOS, ...) are left out unless `skipSpecial` is false. */
+  decode(ids: readonly number[], options?: { skipSpecial?: boolean }): string;
+  /**
+   * The text that token `id` adds after `prevIds`, for printing a generation as it happens.
+   * Concatenating the results of every step gives the decoded text; a character split over
+   * several byte tokens comes out whole once its last byte arrives.
+   */
+  decodeToken(prevIds: readonly number[], id: number): string;
+  tokenToId(token: string): number | null;
+  idToToken(id: number): string | null;
+}
+
+export interface LoadTokenizerOptions {
+  /** The model config's BOS id (used when tokenizer_config.json names no bos_token). */
+  bosTokenId?: number | null;
+  /** The model config's EOS ids (merged with tokenizer_config.json's eos_token). */
+  eosTokenIds?: number[];
+}
+
+type Json = Record<string, unknown>;
+
+/** Where a model directory keeps its tokenizer.json: the dir itself, or its tokenizer dir (.symb). */
+export function findTokenizerDir(dir: string): string {
+  const candidates = [dir];
+  const symbConfig = path.join(dir, 'config.symb.json');
+  if (fs.existsSync(symbConfig)) {
+    const sub = readJsonFile(symbConfig).tokenizer_dir;
+    if (typeof sub === 'string' && sub.length > 0) candidates.push(path.join(dir, sub));
+  }
+  candidates.push(path.join(dir, 'tokenizer'));
+  for (const c of candidates) if (fs.existsSync(path.join(c, TOKENIZER_FILE))) return c;
+  return fail(path.join(dir, TOKENIZER_FILE), `file not found (looked in ${[...new Set(candidates)].join(' and ')})`);
+}
+
+/** `bos_token` / `eos_token` in tokenizer_config.json: a string or an AddedToken-like {content}. */
+function specialTokenContent(file: string, cfg: Json, key: string): string | null {
+  const v = cfg[key];
+  if (v === undefined || v === null) return null;
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object' && typeof (v as Json).content === 'string') return (v as Json).content as string;
+  return fail(file, `'${key}' must be a string or an object with 'content'`);
+}
+
+/** Load the tokenizer of a model directory (HF or .symb). */
+export async function loadTokenizer(dir: string, options: LoadTokenizerOptions = {}): Promise<Tokenizer> {
+  const tokDir = findTokenizerDir(dir);
+  const file = path.join(tokDir, TOKENIZER_FILE);
+  const tokenizerJson = readJsonFile(file);
+  if (typeof tokenizerJson !== 'object' || tokenizerJson === null || Array.isArray(tokenizerJson)) fail(file, 'must be a JSON object');
+  const cfgFile = path.join(tokDir, TOKENIZER_CONFIG_FILE);
+  const cfg: Json = fs.existsSync(cfgFile) ? readJsonFile(cfgFile) : {};
+  if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) fail(cfgFile, 'must be a JSON object');
+
+  // The HF model config beside the tokenizer supplies BOS/EOS ids when the caller does not.
+  let modelBos = options.bosTokenId;
+  let modelEos = options.eosTokenIds;
+  const hfConfigFile = path.join(dir, 'config.json');
+  if ((modelBos === undefined || modelEos === undefined) && fs.existsSync(hfConfigFile)) {
+    const mc = readJsonFile(hfConfigFile);
+    if (modelBos === undefined && typeof mc.bos_token_id === 'number') modelBos = mc.bos_token_id;
+    if (modelEos === undefined) {
+      if (typeof mc.eos_token_id === 'number') modelEos = [mc.eos_token_id];
+      else if (Array.isArray(mc.eos_token_id)) modelEos = mc.eos_token_id.filter((e): e is number => typeof e === 'number');
+    }
+  }
+
+  let hf: HfTokenizer;
+  try {
+    const model = tokenizerJson.model;
+    if (typeof model !== 'object' || model === null) throw new Error("missing 'model'");
+    hf = new HfTokenizer(tokenizerJson, cfg);
+  } catch (e) {
+    return fail(file, `not a usable tokenizer (${(e as Error).message})`);
+  }
+  return new HfBackedTokenizer(file, cfgFile, hf, cfg, modelBos ?? null, modelEos ?? []);
+}
+
+/** Tokens of context for decodeToken: a held-back 4-byte character plus a few tokens before it. */
+const DECODE_WINDOW = 8;
+const REPLACEMENT = '\uFFFD';
+
+class HfBackedTokenizer implements Tokenizer {
+  readonly file: string;
+  readonly bosId: number | null;
+  readonly eosIds: number[];
+  readonly vocabSize: number;
+  readonly addBosByDefault: boolean;
+  private readonly hf: HfTokenizer;
+  private readonly cleanUpSpaces: boolean;
+
+  constructor(file: string, cfgFile: string, hf: HfTokenizer, cfg: Json, modelBos: number | null, modelEos: number[]) {
+    this.file = file;
+    this.hf = hf;
+    let maxId = -1;
+    for (const id of hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    this.vocabSize = maxId + 1;
+    if (this.vocabSize === 0) fail(file, 'the vocabulary is empty');
+
+    const idOf = (key: string): number | null => {
+      const content = specialTokenContent(cfgFile, cfg, key);
+      if (content === null) return null;
+      const id = hf.token_to_id(content);
+      if (id === undefined) fail(cfgFile, `${key} ${JSON.stringify(content)} is not in the vocabulary of ${file}`);
+      return id;
+    };
+    // The tokenizer's own BOS wins (it is what the model was trained with); the model config's
+    // id is the fallback for tokenizer configs that do not name one.
+    this.bosId = idOf('bos_token') ?? modelBos;
+    const eos = new Set<number>(modelEos);
+    const cfgEos = idOf('eos_token');
+    if (cfgEos !== null) eos.add(cfgEos);
+    this.eosIds = [...eos].sort((a, b) => a - b);
+    for (const id of [this.bosId, ...this.eosIds]) {
+      if (id !== null && (id < 0 || id >= this.vocabSize)) fail(file, `special token id ${id} is outside the vocabulary (${this.vocabSize})`);
+    }
+
+    if (typeof cfg.add_bos_token === 'boolean') this.addBosByDefault = cfg.add_bos_token;
+    else {
+      // No explicit setting: do what the tokenizer's post-processor does (Llama 3 adds
+      // <|begin_of_text|>, Qwen2 adds nothing).
+      let ids: number[] = [];
+      try {
+        ids = hf.encode('a', { add_special_tokens: true }).ids;
+      } catch {
+        ids = [];
+      }
+      this.addBosByDefault = this.bosId !== null && ids[0] === this.bosId;
+    }
+    if (this.addBosByDefault && this.bosId === null) fail(cfgFile, 'add_bos_token is true but no BOS token is defined');
+    // transformers' Llama tokenizers default to no clean-up, which would break round trips ("a ." → "a.").
+    this.cleanUpSpaces = cfg.clean_up_tokenization_spaces === true;
+  }
+
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    const addBos = options.addBos ?? this.addBosByDefault;
+    const ids = text.length === 0 ? [] : [...this.hf.encode(text, { add_special_tokens: false }).ids];
+    if (addBos) {
+      if (this.bosId === null) fail(this.file, 'cannot add BOS: the tokenizer defines no BOS token');
+      ids.unshift(this.bosId);
+    }
+    return ids;
+  }
+
+  decode(ids: readonly number[], options: { skipSpecial?: boolean } = {}): string {
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        fail(null, `token id ${id} is outside the vocabulary (0..${this.vocabSize - 1}) of ${this.file}`);
+      }
+    }
+    if (ids.length === 0) return '';
+    return this.hf.decode([...ids], {
+      skip_special_tokens: options.skipSpecial ?? true,
+      clean_up_tokenization_spaces: this.cleanUpSpaces,
+    });
+  }
+
+  /**
+   * Decode a short window of the previous tokens with and without the new one and print the
+   * difference of what is printable. The window keeps the decoder's context (a leading-space
+   * strip, a byte-fallback run) the same in both decodes, so the pieces add up to the whole text.
+   */
+  decodeToken(prevIds: readonly number[], id: number): string {
+    const window = prevIds.slice(Math.max(0, prevIds.length - DECODE_WINDOW));
+    const before = this.printable(window);
+    const after = this.printable([...window, id]);
+    if (after.startsWith(before)) return after.slice(before.length);
+    let common = 0;
+    while (common < before.length && common < after.length && before[common] === after[common]) common++;
+    return after.slice(common);
+  }
+
+  /**
+   * The text of `ids` that can be printed now. Text ending in U+FFFD is an unfinished UTF-8
+   * character (its last bytes are still to come), so up to 3 trailing tokens are held back until
+   * it is complete. Bytes that never make a character print as U+FFFD once a later token lets the
+   * text end cleanly.
+   */
+  private printable(ids: readonly number[]): string {
+    const full = this.decode(ids);
+    if (!full.endsWith(REPLACEMENT)) return full;
+    for (let held = 1; held <= 3 && held <= ids.length; held++) {
+      const text = this.decode(ids.slice(0, ids.length - held));
+      if (!text.endsWith(REPLACEMENT)) return text;
+    }
+    return full;
+  }
+
+  tokenToId(token: string): number | null {
+    return this.hf.token_to_id(token) ?? null;
+  }
+  idToToken(id: number): string | null {
+    return this.hf.id_to_token(id) ?? null;
+  }
+}

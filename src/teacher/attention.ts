@@ -1,0 +1,157 @@
+/**
+ * Softmax attention of the teacher (HF `eager_attention_forward`): causal, grouped-query (GQA),
+ * optionally restricted to a sliding window (Mistral). Two forms that compute the same thing:
+ *
+ * - `causalAttention`: whole sequences (prefill, training), q/k/v [T, heads*headDim].
+ * - `KvCache`: one token at a time (decoding), keys/values of earlier positions kept on the backend.
+ *
+ * q and k arrive with RoPE already applied. Query head i reads kv head ⌊i / nRep⌋; instead of
+ * materialising repeated k/v we group the nRep query heads of each kv head together, so the
+ * score matmul is [nKv, nRep*T, hd] · [nKv, T, hd]ᵀ.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+export interface AttentionShape {
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  /** Mistral: a query at position i sees keys j with i - j < slidingWindow. null: all j ≤ i. */
+  slidingWindow: number | null;
+}
+
+/** Added to the scores of masked positions: exp() of it underflows to exactly 0 in float32. */
+const MASKED = -1e30;
+
+/** Score elements per query block: bounds the [heads, block, keys] score tensor (64 MiB of f32). */
+const SCORE_BUDGET = 1 << 24;
+
+/** q [T, nHeads*hd] -> [nKv, nRep*T, hd], rows of one kv group's query heads stacked head by head. */
+function groupQueries(q: tf.Tensor2D, s: AttentionShape): tf.Tensor3D {
+  const T = q.shape[0];
+  const nRep = s.numHeads / s.numKvHeads;
+  const grouped = tf.transpose(tf.reshape(q, [T, s.numKvHeads, nRep, s.headDim]), [1, 2, 0, 3]);
+  return tf.reshape(grouped, [s.numKvHeads, nRep * T, s.headDim]);
+}
+
+/** Inverse of groupQueries for the attention output: [nKv, nRep*T, hd] -> [T, nHeads*hd]. */
+function ungroup(o: tf.Tensor3D, T: number, s: AttentionShape): tf.Tensor2D {
+  const nRep = s.numHeads / s.numKvHeads;
+  const heads = tf.transpose(tf.reshape(o, [s.numKvHeads, nRep, T, s.headDim]), [2, 0, 1, 3]);
+  return tf.reshape(heads, [T, s.numHeads * s.headDim]);
+}
+
+/** k or v [T, nKv*hd] -> [nKv, T, hd]. */
+function kvHeadsFirst(x: tf.Tensor2D, s: AttentionShape): tf.Tensor3D {
+  const T = x.shape[0];
+  return tf.transpose(tf.reshape(x, [T, s.numKvHeads, s.headDim]), [1, 0, 2]);
+}
+
+/** Additive mask for queries [q0, q1) against keys [k0, k1): 0 where visible, MASKED elsewhere. */
+function blockMask(q0: number, q1: number, k0: number, k1: number, window: number | null): tf.Tensor2D {
+  const rows = q1 - q0;
+  const cols = k1 - k0;
+  const m = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    const qi = q0 + i;
+    for (let j = 0; j < cols; j++) {
+      const kj = k0 + j;
+      const visible = kj <= qi && (window === null || qi - kj < window);
+      if (!visible) m[i * cols + j] = MASKED;
+    }
+  }
+  return tf.tensor2d(m, [rows, cols]);
+}
+
+/**
+ * softmax(q kᵀ / sqrt(hd) + mask) v over whole sequences. q [T, nHeads*hd], k/v [T, nKv*hd], all
+ * at positions 0..T-1. Queries are processed in blocks (each block only against the keys it can
+ * see), so the score tensor stays bounded for long sequences. Differentiable.
+ */
+export function causalAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape): tf.Tensor2D {
+  return tf.tidy(() => {
+    const T = q.shape[0];
+    const nRep = s.numHeads / s.numKvHeads;
+    const scale = 1 / Math.sqrt(s.headDim);
+    const keys = kvHeadsFirst(k, s);
+    const values = kvHeadsFirst(v, s);
+    const block = Math.max(1, Math.min(T, Math.floor(SCORE_BUDGET / (s.numHeads * T))));
+    const outputs: tf.Tensor2D[] = [];
+    for (let q0 = 0; q0 < T; q0 += block) {
+      const q1 = Math.min(T, q0 + block);
+      const k0 = s.slidingWindow === null ? 0 : Math.max(0, q0 - s.slidingWindow + 1);
+      const k1 = q1; // causal: no query in the block sees past q1 - 1
+      const rows = q1 - q0;
+      const qBlock = groupQueries(tf.slice(q, [q0, 0], [rows, -1]), s);
+      const kBlock = tf.slice(keys, [0, k0, 0], [-1, k1 - k0, -1]);
+      const vBlock = tf.slice(values, [0, k0, 0], [-1, k1 - k0, -1]);
+      const scores = tf.reshape(tf.mul(tf.matMul(qBlock, kBlock, false, true), scale), [s.numKvHeads, nRep, rows, k1 - k0]);
+      const probs = tf.softmax(tf.add(scores, blockMask(q0, q1, k0, k1, s.slidingWindow)));
+      const out = tf.matMul<tf.Tensor3D>(tf.reshape(probs, [s.numKvHeads, nRep * rows, k1 - k0]), vBlock);
+      outputs.push(ungroup(out, rows, s));
+    }
+    return (outputs.length === 1 ? outputs[0] : tf.concat(outputs, 0)) as tf.Tensor2D;
+  });
+}
+
+/**
+ * One layer's key/value cache for incremental decoding: keys and values [nKv, t, hd] of the
+ * positions seen so far (only the last `slidingWindow` of them when the model has a window; keys
+ * carry their RoPE rotation from when they were appended, so dropping old ones is exact).
+ */
+export class KvCache {
+  private keys: tf.Tensor3D | null = null;
+  private values: tf.Tensor3D | null = null;
+
+  constructor(private readonly shape: AttentionShape) {}
+
+  /** Number of cached positions. */
+  get length(): number {
+    return this.keys ? this.keys.shape[1] : 0;
+  }
+
+  /** Append k/v rows [n, nKv*hd] (RoPE already applied to k). */
+  append(k: tf.Tensor2D, v: tf.Tensor2D): void {
+    const s = this.shape;
+    const next = tf.tidy(() => {
+      let keys = kvHeadsFirst(k, s);
+      let values = kvHeadsFirst(v, s);
+      if (this.keys && this.values) {
+        keys = tf.concat([this.keys, keys], 1);
+        values = tf.concat([this.values, values], 1);
+      }
+      const t = keys.shape[1];
+      if (s.slidingWindow !== null && t > s.slidingWindow) {
+        keys = tf.slice(keys, [0, t - s.slidingWindow, 0], [-1, -1, -1]);
+        values = tf.slice(values, [0, t - s.slidingWindow, 0], [-1, -1, -1]);
+      }
+      return { keys, values };
+    });
+    this.keys?.dispose();
+    this.values?.dispose();
+    // keep: append may run inside a caller's tidy, which must not free the cache.
+    this.keys = tf.keep(next.keys);
+    this.values = tf.keep(next.values);
+  }
+
+  /**
+   * Attention of one new query q [1, nHeads*hd] (the newest position, already appended) over
+   * every cached position: all of them are visible to it, so no mask.
+   */
+  attend(q: tf.Tensor2D): tf.Tensor2D {
+    if (!this.keys || !this.values) throw new Error('KvCache.attend before append');
+    const keys = this.keys;
+    const values = this.values;
+    const s = this.shape;
+    return tf.tidy(() => {
+      const scores = tf.mul(tf.matMul(groupQueries(q, s), keys, false, true), 1 / Math.sqrt(s.headDim));
+      return ungroup(tf.matMul(tf.softmax(scores), values), 1, s);
+    });
+  }
+
+  reset(): void {
+    this.keys?.dispose();
+    this.values?.dispose();
+    this.keys = null;
+    this.values = null;
+  }
+}
