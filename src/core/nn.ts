@@ -20,12 +20,37 @@ export function rmsNorm(x: tf.Tensor2D, weight: tf.Tensor1D, eps: number): tf.Te
   });
 }
 
-/** nn.Linear: x · wᵀ (+ bias). x [T, in], w [out, in] (PyTorch orientation), bias [out]. */
-export function linear(x: tf.Tensor2D, w: tf.Tensor2D, bias?: tf.Tensor1D | null): tf.Tensor2D {
+/**
+ * A linear layer's weight on the backend, stored TRANSPOSED: [in_features, out_features].
+ * tfjs-wasm's matMul is fast only for plain `x · w` (XNNPACK); with `transposeB` it takes a slow
+ * path (~20× slower at these shapes), so `uploadMatrix` transposes the PyTorch-oriented [out, in]
+ * host matrix once, on upload. Make these only with `uploadMatrix`/`uploadLayer`.
+ */
+export type LinearWeight = tf.Tensor2D;
+
+/** nn.Linear: x · Wᵀ (+ bias) for x [T, in], `w` = Wᵀ [in, out] from `uploadMatrix`, bias [out]. */
+export function linear(x: tf.Tensor2D, w: LinearWeight, bias?: tf.Tensor1D | null): tf.Tensor2D {
+  if (x.shape[1] !== w.shape[0]) {
+    throw new Error(`linear: input has ${x.shape[1]} features but the weight is [${w.shape.join(', ')}] (expected [in, out] from uploadMatrix)`);
+  }
   return tf.tidy(() => {
-    const y = tf.matMul(x, w, false, true);
+    const y = tf.matMul(x, w);
     return (bias ? tf.add(y, bias) : y) as tf.Tensor2D;
   });
+}
+
+/** Row-major [rows, cols] -> [cols, rows], in cache-friendly tiles. */
+export function transposeHost(data: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  const TILE = 32;
+  for (let r0 = 0; r0 < rows; r0 += TILE) {
+    const r1 = Math.min(rows, r0 + TILE);
+    for (let c0 = 0; c0 < cols; c0 += TILE) {
+      const c1 = Math.min(cols, c0 + TILE);
+      for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) out[c * rows + r] = data[r * cols + c];
+    }
+  }
+  return out;
 }
 
 /**
@@ -116,32 +141,34 @@ export function silu(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => tf.mul(x, tf.sigmoid(x)));
 }
 
-/** SwiGLU MLP: down(silu(gate(x)) ⊙ up(x)). Weights in [out, in] orientation. */
-export function swigluMlp(x: tf.Tensor2D, gate: tf.Tensor2D, up: tf.Tensor2D, down: tf.Tensor2D): tf.Tensor2D {
+/** SwiGLU MLP: down(silu(gate(x)) ⊙ up(x)). Weights are LinearWeights (from uploadMatrix). */
+export function swigluMlp(x: tf.Tensor2D, gate: LinearWeight, up: LinearWeight, down: LinearWeight): tf.Tensor2D {
   return tf.tidy(() => {
     const hidden = tf.mul(silu(linear(x, gate)), linear(x, up)) as tf.Tensor2D;
     return linear(hidden, down);
   });
 }
 
-/** One decoder layer's weights as backend tensors (same fields as `LayerWeights`). */
+/** One decoder layer's weights as backend tensors (same fields as `LayerWeights`; matrices transposed, see LinearWeight). */
 export interface LayerTensors {
   inputNorm: tf.Tensor1D;
-  q: tf.Tensor2D;
-  k: tf.Tensor2D;
-  v: tf.Tensor2D;
-  o: tf.Tensor2D;
+  q: LinearWeight;
+  k: LinearWeight;
+  v: LinearWeight;
+  o: LinearWeight;
   qBias: tf.Tensor1D | null;
   kBias: tf.Tensor1D | null;
   vBias: tf.Tensor1D | null;
   postNorm: tf.Tensor1D;
-  gate: tf.Tensor2D;
-  up: tf.Tensor2D;
-  down: tf.Tensor2D;
+  gate: LinearWeight;
+  up: LinearWeight;
+  down: LinearWeight;
 }
 
-export function uploadMatrix(m: Matrix): tf.Tensor2D {
-  return tf.tensor2d(m.data, [m.rows, m.cols]);
+/** Upload a host matrix [out, in] (PyTorch nn.Linear orientation) as a LinearWeight [in, out]. */
+export function uploadMatrix(m: Matrix): LinearWeight {
+  if (m.data.length !== m.rows * m.cols) throw new Error(`uploadMatrix: ${m.data.length} values for [${m.rows}, ${m.cols}]`);
+  return tf.tensor2d(transposeHost(m.data, m.rows, m.cols), [m.cols, m.rows]);
 }
 
 function uploadVector(v: Float32Array | null): tf.Tensor1D | null {

@@ -244,18 +244,22 @@ export function validateSymbTensor(bytes: Uint8Array, shape: readonly number[], 
 export function dequantizeInt4(scales: Float32Array, groupSize: number, packed: Uint8Array, packedFrom: number, start: number, count: number): Float32Array {
   const out = new Float32Array(count);
   const byteBase = Math.floor(packedFrom / 2);
-  const lut = new Float32Array(16); // q * scale for the 16 nibble values of the current group
-  let group = -1;
-  for (let i = 0; i < count; i++) {
-    const j = start + i;
+  const lut = new Float32Array(16); // (nibble - 8) * scale for the current group, in float32 as numpy computes it
+  const end = start + count;
+  let j = start; // flat element index
+  let i = 0; // output index
+  while (j < end) {
     const g = Math.floor(j / groupSize);
-    if (g !== group) {
-      group = g;
-      const scale = scales[g]!;
-      for (let n = 0; n < 16; n++) lut[n] = (n - 8) * scale; // float32 product, as numpy computes it
+    const groupEnd = Math.min((g + 1) * groupSize, end);
+    const scale = scales[g]!;
+    for (let n = 0; n < 16; n++) lut[n] = (n - 8) * scale;
+    if (j & 1) out[i++] = lut[packed[(j++ >>> 1) - byteBase]! & 0x0f]!; // a low nibble first
+    for (; j + 1 < groupEnd; j += 2) {
+      const byte = packed[(j >>> 1) - byteBase]!;
+      out[i++] = lut[byte >>> 4]!;
+      out[i++] = lut[byte & 0x0f]!;
     }
-    const byte = packed[(j >>> 1) - byteBase]!;
-    out[i] = lut[j & 1 ? byte & 0x0f : byte >>> 4]!;
+    if (j < groupEnd) out[i++] = lut[packed[(j++ >>> 1) - byteBase]! >>> 4]!; // a high nibble last
   }
   return out;
 }

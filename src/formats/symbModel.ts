@@ -24,8 +24,6 @@ import {
   dequantizeInt4,
   dequantizeInt8,
   encodingFor,
-  numelOf,
-  symbByteLength,
   validateSymbLayout,
 } from './symb.ts';
 import { decodeF16 } from '../core/fp16.ts';
@@ -223,7 +221,7 @@ function readAt(file: string, length: number, position: number): Uint8Array {
 /** A big [rows, cols] tensor (embeddings, lm_head) read a row range at a time. */
 class RowReader {
   private scales: Float32Array | null = null; // int4 group scales, read once
-  private int8Scale = 0;
+  private int8Scale: number | null = null;
 
   constructor(
     readonly file: string,
@@ -249,7 +247,7 @@ class RowReader {
       case 'fp16':
         return decodeF16(readAt(this.file, 2 * n, 2 * from));
       case 'int8':
-        if (this.int8Scale === 0) this.int8Scale = new DataView(readAt(this.file, 4, 0).buffer).getFloat32(0, true);
+        if (this.int8Scale === null) this.int8Scale = new DataView(readAt(this.file, 4, 0).buffer).getFloat32(0, true);
         return dequantizeInt8(this.int8Scale, readAt(this.file, n, INT8_HEADER_BYTES + from));
       case 'int4': {
         if (!this.scales) {
@@ -289,7 +287,7 @@ export class SymbWeights implements ModelWeights {
     const names = parseSymbNames(j, this.configFile);
     // q/k/v biases: present in every layer or in none (the reference converter writes them when the HF model has them).
     const firstBias = path.join(dir, layerDir(names.layerDirPattern, 0), 'attn_q_bias.symb');
-    const withBias = fs.existsSync(firstBias);
+    const withBias = fs.existsSync(firstBias) || hints.attentionBias === true;
     const fileHints: Partial<ModelConfig> = { attentionBias: withBias, ...(withBias ? { architecture: 'qwen2' as const } : {}), ...extensionHints(j, this.configFile) };
     this.config = parseSymbConfig(j, this.configFile, { ...fileHints, ...hints });
     const { method, groupSize } = this.quantization;

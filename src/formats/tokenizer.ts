@@ -108,7 +108,7 @@ export async function loadTokenizer(dir: string, options: LoadTokenizerOptions =
 }
 
 /** Tokens of context for decodeToken: a held-back 4-byte character plus a few tokens before it. */
-const DECODE_WINDOW = 8;
+const DECODE_WINDOW = 12;
 const REPLACEMENT = '\uFFFD';
 
 class HfBackedTokenizer implements Tokenizer {
@@ -119,6 +119,7 @@ class HfBackedTokenizer implements Tokenizer {
   readonly addBosByDefault: boolean;
   private readonly hf: HfTokenizer;
   private readonly cleanUpSpaces: boolean;
+  private readonly specialIds: Set<number>;
 
   constructor(file: string, cfgFile: string, hf: HfTokenizer, cfg: Json, modelBos: number | null, modelEos: number[]) {
     this.file = file;
@@ -126,6 +127,7 @@ class HfBackedTokenizer implements Tokenizer {
     let maxId = -1;
     for (const id of hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;
+    this.specialIds = new Set([...hf.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
     if (this.vocabSize === 0) fail(file, 'the vocabulary is empty');
 
     const idOf = (key: string): number | null => {
@@ -202,17 +204,22 @@ class HfBackedTokenizer implements Tokenizer {
   }
 
   /**
-   * The text of `ids` that can be printed now. Text ending in U+FFFD is an unfinished UTF-8
-   * character (its last bytes are still to come), so up to 3 trailing tokens are held back until
-   * it is complete. Bytes that never make a character print as U+FFFD once a later token lets the
-   * text end cleanly.
+   * The text of `ids` that can be printed now. An unfinished UTF-8 character at the end decodes
+   * to one U+FFFD; the (at most 3) trailing tokens that make it are held back until the tokens
+   * that complete it arrive. Bytes that never make a character print as U+FFFD once a later token
+   * lets the text end cleanly.
    */
   private printable(ids: readonly number[]): string {
     const full = this.decode(ids);
     if (!full.endsWith(REPLACEMENT)) return full;
-    for (let held = 1; held <= 3 && held <= ids.length; held++) {
+    const beforeTail = full.slice(0, -1);
+    // Special tokens print nothing (decode skips them), so they do not count towards the 3.
+    for (let held = 1, bytes = 0; held <= ids.length; held++) {
+      if (!this.specialIds.has(ids[ids.length - held]!)) bytes++;
+      if (bytes > 3) break;
       const text = this.decode(ids.slice(0, ids.length - held));
-      if (!text.endsWith(REPLACEMENT)) return text;
+      // The held tokens must be exactly what produced the final U+FFFD (plus any text before it).
+      if (beforeTail.startsWith(text)) return text;
     }
     return full;
   }

@@ -65,16 +65,17 @@ function blockMask(q0: number, q1: number, k0: number, k1: number, window: numbe
 /**
  * softmax(q kᵀ / sqrt(hd) + mask) v over whole sequences. q [T, nHeads*hd], k/v [T, nKv*hd], all
  * at positions 0..T-1. Queries are processed in blocks (each block only against the keys it can
- * see), so the score tensor stays bounded for long sequences. Differentiable.
+ * see), so the score tensor stays within `scoreBudget` elements (at least one query row per block).
+ * Differentiable.
  */
-export function causalAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape): tf.Tensor2D {
+export function causalAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape, scoreBudget = SCORE_BUDGET): tf.Tensor2D {
   return tf.tidy(() => {
     const T = q.shape[0];
     const nRep = s.numHeads / s.numKvHeads;
     const scale = 1 / Math.sqrt(s.headDim);
     const keys = kvHeadsFirst(k, s);
     const values = kvHeadsFirst(v, s);
-    const block = Math.max(1, Math.min(T, Math.floor(SCORE_BUDGET / (s.numHeads * T))));
+    const block = Math.max(1, Math.min(T, Math.floor(scoreBudget / (s.numHeads * T))));
     const outputs: tf.Tensor2D[] = [];
     for (let q0 = 0; q0 < T; q0 += block) {
       const q1 = Math.min(T, q0 + block);

@@ -1,0 +1,41 @@
+/** `synaxim fixture --shape tiny|magnus|llama-1b OUT` — deterministic random HF + INT4 .symb models. */
+import type { CommandModule } from 'yargs';
+import path from 'node:path';
+import { writeDirAtomic } from '../../core/atomic.ts';
+import { FIXTURE_SHAPES, type FixtureShape, writeFixtureHf } from '../../formats/fixture.ts';
+import { convertHfToSymb } from '../../formats/convert.ts';
+import { Progress } from '../../core/progress.ts';
+
+export async function makeFixture(shape: FixtureShape, out: string, opts: { seed?: number; groupSize?: number; quiet?: boolean } = {}): Promise<void> {
+  const log = (s: string) => opts.quiet || process.stderr.write(s + '\n');
+  await writeDirAtomic(out, async (tmp) => {
+    const hf = path.join(tmp, 'hf');
+    let bar: Progress | null = null;
+    let shardsDone = 0;
+    writeFixtureHf(shape, hf, opts.seed ?? 0, (done, total) => {
+      if (opts.quiet) return;
+      bar ??= new Progress({ label: `fixture ${shape}: hf shards`, total });
+      bar.tick(done - shardsDone);
+      shardsDone = done;
+    });
+    (bar as Progress | null)?.finish();
+    log(`fixture ${shape}: converting to int4 .symb`);
+    await convertHfToSymb(hf, path.join(tmp, 'symb-int4'), { quantize: 'int4', groupSize: opts.groupSize ?? (shape === 'tiny' ? 32 : 128) });
+  });
+  log(`wrote ${out}/hf and ${out}/symb-int4`);
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const command: CommandModule<any, any> = {
+  command: 'fixture <out>',
+  describe: 'write a deterministic random model (HF checkpoint + INT4 .symb) of the tiny, Magnus or Llama-3.2-1B shape',
+  builder: (y) =>
+    y
+      .positional('out', { type: 'string', demandOption: true, describe: 'output directory (gets hf/ and symb-int4/)' })
+      .option('shape', { choices: FIXTURE_SHAPES, default: 'tiny' as FixtureShape, describe: 'model dimensions' })
+      .option('seed', { type: 'number', default: 0 })
+      .option('group-size', { type: 'number', describe: 'int4 group size (default 32 for tiny, 128 otherwise)' }),
+  handler: async (args) => {
+    await makeFixture(args.shape as FixtureShape, String(args.out), { seed: Number(args.seed), groupSize: args['group-size'] as number | undefined });
+  },
+};

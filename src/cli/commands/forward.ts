@@ -1,0 +1,109 @@
+/**
+ * `synaxim forward`: run a model over one token sequence and write its logits (and, with
+ * --hidden, the residual stream before the first layer and after every layer) to a safetensors
+ * file. This is the contract scripts and the other issues' tests compare against:
+ *   logits [T, vocab] F32; hidden.0 (embedding output) … hidden.L (after layer L) [T, hidden] F32.
+ */
+import type { CommandModule } from 'yargs';
+import { fail } from '../../core/errors.ts';
+import { resolveModel } from '../../core/registry.ts';
+import { openModel } from '../../formats/openModel.ts';
+import { writeSafetensors, type StTensorToWrite } from '../../formats/safetensors.ts';
+import type { ModelWeights } from '../../formats/weights.ts';
+import { teacherPrefill, validateIds } from '../../teacher/teacher.ts';
+import { parseIdList, startBackend, withBackend } from '../common.ts';
+
+export const ENGINES = ['teacher', 'student'] as const;
+export type Engine = (typeof ENGINES)[number];
+export const REST_POLICIES = ['teacher', 'engine', 'fixed'] as const;
+export type RestPolicy = (typeof REST_POLICIES)[number];
+
+/** How the student is configured on the command line (see the student-engine issue). */
+export interface StudentOptions {
+  adapter: string | null;
+  rest: RestPolicy;
+}
+
+/** An engine's whole-sequence forward pass: logits [T, vocab] and optionally hidden.0 … hidden.L. */
+export interface SequenceForward {
+  (weights: ModelWeights, ids: number[], opts: { hidden: boolean }): { logits: Float32Array; hidden?: Float32Array[] };
+}
+
+const teacherForward: SequenceForward = (weights, ids, opts) => {
+  const r = teacherPrefill(weights, [ids], { hidden: opts.hidden });
+  return { logits: r.logits[0], hidden: r.hidden?.[0] };
+};
+
+/**
+ * STUDENT HOOK (the lead wires the student engine in here): return the student's SequenceForward
+ * for these options — same output contract as the teacher's, hidden.i being the student's residual
+ * stream.
+ */
+// eslint-disable-next-line @typescript-eslint/no-unused-vars
+export function studentForward(_student: StudentOptions): SequenceForward {
+  return fail(null, '--engine student: student engine not available yet');
+}
+
+interface ForwardArgs {
+  model: string;
+  ids: string;
+  out: string;
+  hidden: boolean;
+  engine: Engine;
+  adapter?: string;
+  rest: RestPolicy;
+  backend: Parameters<typeof startBackend>[0];
+}
+
+/** The handler's work, callable from tests. Returns what was written. */
+export async function runForward(args: ForwardArgs): Promise<{ out: string; tokens: number; tensors: string[] }> {
+  if (args.engine === 'teacher' && args.adapter !== undefined) fail(null, '--adapter needs --engine student');
+  const ids = parseIdList(args.ids, '--ids');
+  const backend = await startBackend(args.backend);
+  const resolved = resolveModel(args.model);
+  const dir = args.engine === 'teacher' ? resolved.teacherDir : resolved.studentDir;
+  const weights = openModel(dir);
+  try {
+    validateIds(weights.config, ids, '--ids');
+    const forward = args.engine === 'teacher' ? teacherForward : studentForward({ adapter: args.adapter ?? null, rest: args.rest });
+    const t0 = performance.now();
+    const r = forward(weights, ids, { hidden: args.hidden });
+    const seconds = (performance.now() - t0) / 1000;
+    const { vocabSize: V, hiddenSize: D } = weights.config;
+    const T = ids.length;
+    const tensors: Record<string, StTensorToWrite> = { logits: { dtype: 'F32', shape: [T, V], data: r.logits } };
+    if (args.hidden) {
+      if (!r.hidden) throw new Error(`engine ${args.engine} returned no hidden states`);
+      r.hidden.forEach((h, l) => (tensors[`hidden.${l}`] = { dtype: 'F32', shape: [T, D], data: h }));
+    }
+    writeSafetensors(args.out, tensors, {
+      engine: args.engine,
+      model: dir,
+      backend,
+      input_ids: ids.join(','),
+      ...(args.engine === 'student' ? { rest: args.rest, adapter: args.adapter ?? '' } : {}),
+    });
+    process.stderr.write(`synaxim: forward ${T} tokens (${args.engine}) in ${seconds.toFixed(3)} s -> ${args.out}\n`);
+    return { out: args.out, tokens: T, tensors: Object.keys(tensors) };
+  } finally {
+    weights.close();
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const command: CommandModule<any, any> = {
+  command: 'forward',
+  describe: 'run a model over token ids; write logits (and hidden states) to a safetensors file',
+  builder: (y) =>
+    withBackend(y)
+      .option('model', { type: 'string', demandOption: true, describe: 'model directory (HF or .symb) or registry name' })
+      .option('ids', { type: 'string', demandOption: true, describe: 'comma-separated token ids, e.g. 1,5,9' })
+      .option('out', { type: 'string', demandOption: true, describe: 'output .safetensors file' })
+      .option('hidden', { type: 'boolean', default: false, describe: 'also write hidden.0 … hidden.L [T, hidden]' })
+      .option('engine', { choices: ENGINES, default: 'teacher' as Engine, describe: 'softmax-attention teacher or SYNAXIM student' })
+      .option('adapter', { type: 'string', describe: 'student: symbiotic_adapter directory' })
+      .option('rest', { choices: REST_POLICIES, default: 'engine' as RestPolicy, describe: 'student: policy for layers without an adapter' }),
+  handler: async (args) => {
+    await runForward(args as unknown as ForwardArgs);
+  },
+};

@@ -1,0 +1,144 @@
+/**
+ * The teacher's hidden states for a calibration set, computed once per (teacher weights, token
+ * sequences, seq-len) and cached on disk, so re-runs and hyper-parameter sweeps skip the teacher.
+ *
+ * Layout: `<cacheDir>/teacher-hidden/<key>/hidden.<l>.safetensors`, one file per residual-stream
+ * index l (0 = embeddings, l+1 = after layer l), tensor `hidden` [N, T, hidden] F32. The key is a
+ * hash of the teacher's content hash, the sequences' hash and the seq-len, so anything that changes
+ * the numbers changes the key. Each file is written to a temporary name and renamed into place:
+ * two runs filling the same cache at once both write complete, identical files and the last rename
+ * wins — a reader never sees a partial file.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { sha256Hex } from '../core/corpus.ts';
+import { fail } from '../core/errors.ts';
+import { cacheDir } from '../core/paths.ts';
+import { SafetensorsFile, writeSafetensors } from '../formats/safetensors.ts';
+import type { ModelWeights } from '../formats/weights.ts';
+import { teacherPrefill } from '../teacher/teacher.ts';
+
+/** Bump when the cached numbers would change for the same inputs (e.g. teacher arithmetic). */
+export const TEACHER_CACHE_VERSION = 1;
+
+export interface TeacherCacheKey {
+  /** Content hash of the teacher's weight directory. */
+  modelHash: string;
+  /** hashSequences() of the token sequences. */
+  sequencesHash: string;
+  seqLen: number;
+}
+
+export function teacherCacheDir(key: TeacherCacheKey, root = cacheDir()): string {
+  const id = sha256Hex(`v${TEACHER_CACHE_VERSION}|${key.modelHash}|${key.sequencesHash}|${key.seqLen}`).slice(0, 32);
+  return path.join(root, 'teacher-hidden', id);
+}
+
+function layerFile(dir: string, index: number): string {
+  return path.join(dir, `hidden.${index}.safetensors`);
+}
+
+/** Read one cached residual-stream index; null when absent or unreadable (it is recomputed then). */
+function readCached(dir: string, index: number, n: number, T: number, D: number): Float32Array[] | null {
+  const file = layerFile(dir, index);
+  if (!fs.existsSync(file)) return null;
+  let f: SafetensorsFile | null = null;
+  try {
+    f = SafetensorsFile.open(file);
+    const info = f.info('hidden');
+    if (info.dtype !== 'F32' || info.shape.join(',') !== [n, T, D].join(',')) return null;
+    const all = f.readFloat32('hidden');
+    return Array.from({ length: n }, (_, s) => all.subarray(s * T * D, (s + 1) * T * D));
+  } catch {
+    return null; // a corrupt cache entry is not the user's problem: recompute and overwrite it
+  } finally {
+    f?.close();
+  }
+}
+
+function writeCached(dir: string, index: number, perSeq: Float32Array[], T: number, D: number, key: TeacherCacheKey): void {
+  const n = perSeq.length;
+  const all = new Float32Array(n * T * D);
+  perSeq.forEach((h, s) => all.set(h, s * T * D));
+  writeSafetensors(layerFile(dir, index), { hidden: { dtype: 'F32', shape: [n, T, D], data: all } }, {
+    model_hash: key.modelHash,
+    sequences_hash: key.sequencesHash,
+    seq_len: String(key.seqLen),
+    index: String(index),
+    version: String(TEACHER_CACHE_VERSION),
+  });
+}
+
+/** Thrown from the prefill's layer callback to stop once every needed layer is in hand. */
+class EnoughLayers extends Error {}
+
+export interface TeacherHiddenResult {
+  /** hidden.get(l)[s] = residual stream index l of sequence s, [T*hidden] row-major. */
+  hidden: Map<number, Float32Array[]>;
+  cacheDir: string;
+  /** Indices served from the cache (the rest were computed and stored). */
+  fromCache: number[];
+}
+
+/**
+ * Residual-stream indices `indices` (0 = embeddings, l+1 = after layer l) of the teacher for every
+ * sequence, from the cache where present; missing ones are computed in batches of `batchSize`
+ * sequences (the teacher streams its layers) and stored.
+ */
+export function teacherHiddenStates(
+  weights: ModelWeights,
+  sequences: Int32Array[],
+  indices: number[],
+  key: TeacherCacheKey,
+  opts: { root?: string; batchSize?: number; log?: (msg: string) => void; useCache?: boolean } = {},
+): TeacherHiddenResult {
+  const c = weights.config;
+  const D = c.hiddenSize;
+  const n = sequences.length;
+  const T = key.seqLen;
+  for (const s of sequences) if (s.length !== T) fail(null, `teacher cache: every sequence must have ${T} tokens`);
+  const wanted = [...new Set(indices)].sort((a, b) => a - b);
+  for (const i of wanted) if (!Number.isInteger(i) || i < 0 || i > c.numLayers) fail(null, `teacher cache: hidden index ${i} out of range 0..${c.numLayers}`);
+  const dir = teacherCacheDir(key, opts.root);
+  const useCache = opts.useCache ?? true;
+  const hidden = new Map<number, Float32Array[]>();
+  const fromCache: number[] = [];
+  if (useCache) {
+    for (const i of wanted) {
+      const got = readCached(dir, i, n, T, D);
+      if (got) {
+        hidden.set(i, got);
+        fromCache.push(i);
+      }
+    }
+  }
+  const missing = wanted.filter((i) => !hidden.has(i));
+  if (missing.length === 0) return { hidden, cacheDir: dir, fromCache };
+
+  opts.log?.(`teacher: computing hidden states ${missing.join(', ')} for ${n} sequences × ${T} tokens (cache ${dir})`);
+  for (const i of missing) hidden.set(i, new Array<Float32Array>(n));
+  const lastNeeded = missing[missing.length - 1]!;
+  const batch = Math.max(1, opts.batchSize ?? 16);
+  for (let s0 = 0; s0 < n; s0 += batch) {
+    const group = sequences.slice(s0, s0 + batch).map((s) => Array.from(s));
+    if (missing.includes(0)) group.forEach((ids, j) => (hidden.get(0)![s0 + j] = weights.embed(ids)));
+    if (lastNeeded === 0) continue;
+    try {
+      teacherPrefill(weights, group, {
+        logits: false,
+        onLayer: (l, perSeq) => {
+          const target = hidden.get(l + 1);
+          if (target && missing.includes(l + 1)) perSeq.forEach((h, j) => (target[s0 + j] = h));
+          if (l + 1 >= lastNeeded) throw new EnoughLayers();
+        },
+      });
+    } catch (e) {
+      if (!(e instanceof EnoughLayers)) throw e;
+    }
+  }
+  if (useCache) {
+    fs.mkdirSync(dir, { recursive: true });
+    for (const i of missing) writeCached(dir, i, hidden.get(i)!, T, D, key);
+  }
+  return { hidden, cacheDir: dir, fromCache };
+}

@@ -1,0 +1,272 @@
+/**
+ * The symbiotic gate: SYNAXIM's replacement for attention. One D×D state per layer
+ * (D = D_q = n_heads·head_dim), one scalar gate per token shared by every head:
+ *
+ *   M_t = g_t·M_{t-1} + (1 − g_t)·k̂_t v̂_tᵀ,   M_0 = 0 (or a carried state),   r_t = q_tᵀ M_t
+ *
+ * Two forms of the same function:
+ *
+ * - recurrent (`gateRecurrentStep`, `gateRecurrent`): one token at a time, O(D²) memory whatever the
+ *   length — decoding.
+ * - chunked parallel (`gateChunked`): the recurrence unrolled,
+ *       r_t = Σ_{s≤t} w_{t,s} (q_t·k̂_s) v̂_s,   w_{t,s} = (1−g_s) Π_{s<u≤t} g_u,
+ *   evaluated exactly (masked attention-like matmuls) inside chunks of C tokens, with the state
+ *   carried from chunk to chunk — the scheme flash-linear-attention uses for GLA / RetNet / Mamba2.
+ *   Prefill, evaluation, training (differentiable by tfjs autodiff).
+ *
+ * Gates travel as logarithms: log g = log σ(z) = −softplus(−z), log(1−g) = −softplus(z); both are
+ * finite and have finite derivatives for any finite z (saturated z = ±1e4 included), and every
+ * weight is exp of a sum of them, so every exponent is ≤ 0 and nothing overflows.
+ *
+ * Within a chunk the decay from s to t is the "segment sum" Σ_{s<u≤t} log g_u, computed as a
+ * cumulative sum over a masked [C, C] matrix (as Mamba2's `segsum`) rather than as the difference
+ * L_t − L_s of prefix sums: the difference of two large prefix sums loses float32 precision when
+ * gates are near 0 (log g ≈ −50 per token), the direct sum does not.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import './gradients.ts';
+
+/** Per-token inputs of the gate over a sequence. q, k̂, v̂ [T, D]; log g, log(1−g) [T]. */
+export interface GateSequence {
+  q: tf.Tensor2D;
+  kHat: tf.Tensor2D;
+  vHat: tf.Tensor2D;
+  logGate: tf.Tensor1D;
+  logOneMinusGate: tf.Tensor1D;
+}
+
+export interface GateResult {
+  /** r_t = q_tᵀ M_t, [T, D]. */
+  r: tf.Tensor2D;
+  /** M_T, [D, D]: the state after the last token (carry it into the next call). */
+  state: tf.Tensor2D;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-token quantities
+
+/** log σ(z) = −softplus(−z): finite with a finite derivative σ(−z) for every finite z. */
+export function logSigmoid<T extends tf.Tensor>(z: T): T {
+  return tf.tidy(() => tf.neg(tf.softplus(tf.neg(z)))) as T;
+}
+
+/** log(1 − σ(z)) = log σ(−z) = −softplus(z). */
+export function logOneMinusSigmoid<T extends tf.Tensor>(z: T): T {
+  return tf.tidy(() => tf.neg(tf.softplus(z))) as T;
+}
+
+/** log g and log(1−g) of g = σ(gateLogit), gateLogit [T]. */
+export function gateLogs(gateLogit: tf.Tensor1D): { logGate: tf.Tensor1D; logOneMinusGate: tf.Tensor1D } {
+  return { logGate: logSigmoid(gateLogit), logOneMinusGate: logOneMinusSigmoid(gateLogit) };
+}
+
+/** A constant gate g for T tokens (the `fixed` policy: g = 0.9). */
+export function constantGateLogs(T: number, g: number): { logGate: tf.Tensor1D; logOneMinusGate: tf.Tensor1D } {
+  return { logGate: tf.fill([T], Math.log(g)) as tf.Tensor1D, logOneMinusGate: tf.fill([T], Math.log1p(-g)) as tf.Tensor1D };
+}
+
+/**
+ * Gate scores s_t = mean over heads of q_{t,h}·k_{t,h} / sqrt(headDim). q and k [T, nHeads·headDim],
+ * k already repeated per GQA group. (The mean of the per-head dot products is the full dot product
+ * divided by nHeads.)
+ */
+export function gateScores(q: tf.Tensor2D, k: tf.Tensor2D, nHeads: number, headDim: number): tf.Tensor1D {
+  return tf.tidy(() => tf.mul(tf.sum(tf.mul(q, k), 1), 1 / (nHeads * Math.sqrt(headDim))) as tf.Tensor1D);
+}
+
+/** Euclidean norm of each row: ‖x_t‖, x [T, D] -> [T]. */
+export function rowNorms(x: tf.Tensor2D): tf.Tensor1D {
+  return tf.tidy(() => tf.sqrt(tf.sum(tf.square(x), 1)) as tf.Tensor1D);
+}
+
+/** k̂_t = k_t / (‖k_t‖ + 1e-8), k [T, D] (GQA-expanded). */
+export function normalizeKeys(k: tf.Tensor2D): tf.Tensor2D {
+  return tf.tidy(() => tf.div(k, tf.add(tf.reshape(rowNorms(k), [-1, 1]), 1e-8)) as tf.Tensor2D);
+}
+
+/** v̂_t = v_t / (‖v_t‖ + 1e-8) · ‖x_t‖, v [T, D] (GQA-expanded), xNorm = ‖x_t‖ [T]. */
+export function normalizeValues(v: tf.Tensor2D, xNorm: tf.Tensor1D): tf.Tensor2D {
+  return tf.tidy(() => {
+    const scale = tf.div(xNorm, tf.add(rowNorms(v), 1e-8));
+    return tf.mul(v, tf.reshape(scale, [-1, 1])) as tf.Tensor2D;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recurrent form
+
+/**
+ * One token: M_t = g·M_{t-1} + (1−g)·k̂ v̂ᵀ, r = qᵀ M_t. state [D, D], q/k̂/v̂ [D]; the gate as
+ * log g and log(1−g) (numbers or scalars, so they can carry gradients).
+ */
+export function gateRecurrentStep(
+  state: tf.Tensor2D,
+  q: tf.Tensor1D,
+  kHat: tf.Tensor1D,
+  vHat: tf.Tensor1D,
+  logGate: number | tf.Scalar,
+  logOneMinusGate: number | tf.Scalar,
+): { r: tf.Tensor1D; state: tf.Tensor2D } {
+  return tf.tidy(() => {
+    const D = q.shape[0];
+    const g = typeof logGate === 'number' ? Math.exp(logGate) : tf.exp(logGate);
+    const oneMinusG = typeof logOneMinusGate === 'number' ? Math.exp(logOneMinusGate) : tf.exp(logOneMinusGate);
+    const outer = tf.matMul(tf.reshape(kHat, [D, 1]), tf.reshape(vHat, [1, D]));
+    const next = tf.add(tf.mul(state, g), tf.mul(outer, oneMinusG)) as tf.Tensor2D;
+    const r = tf.reshape(tf.matMul(tf.reshape(q, [1, D]), next), [D]) as tf.Tensor1D;
+    return { r, state: next };
+  });
+}
+
+/** The recurrence token by token over a sequence (the slow, obviously-right form; decoding, tests). */
+export function gateRecurrent(seq: GateSequence, initialState?: tf.Tensor2D | null): GateResult {
+  return tf.tidy(() => {
+    const [T, D] = seq.q.shape;
+    const qs = tf.unstack(seq.q) as tf.Tensor1D[];
+    const ks = tf.unstack(seq.kHat) as tf.Tensor1D[];
+    const vs = tf.unstack(seq.vHat) as tf.Tensor1D[];
+    const lgs = tf.unstack(seq.logGate) as tf.Scalar[];
+    const l1ms = tf.unstack(seq.logOneMinusGate) as tf.Scalar[];
+    let state: tf.Tensor2D = initialState ?? (tf.zeros([D, D]) as tf.Tensor2D);
+    const rs: tf.Tensor1D[] = [];
+    for (let t = 0; t < T; t++) {
+      const step = gateRecurrentStep(state, qs[t], ks[t], vs[t], lgs[t], l1ms[t]);
+      rs.push(step.r);
+      state = step.state;
+    }
+    return { r: (T > 0 ? tf.stack(rs) : tf.zeros([0, D])) as tf.Tensor2D, state };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunked parallel form
+
+/**
+ * Default chunk size. Per token the intra-chunk part costs ~2·C·D multiply-adds and the
+ * chunk-to-chunk state part ~2·D², so C ≈ D balances them; a sequence no longer than the chunk
+ * needs no state at all (when the final state is not asked for). Clamped to [64, 512] — measured
+ * with bench/gate.bench.ts (see the numbers there).
+ */
+export function defaultChunkSize(D: number): number {
+  let c = 64;
+  while (c < D && c < 512) c *= 2;
+  return c;
+}
+
+/** Added to the log-weights of masked (non-causal) entries before exp: exp underflows to exactly 0. */
+const MASKED = -1e30;
+
+/**
+ * [n, n] constants in (source s, target t) orientation: 1 where t > s, and the additive causal mask
+ * (0 where t ≥ s, MASKED where t < s).
+ */
+function triangles(n: number): { strictlyAfter: tf.Tensor2D; causalMask: tf.Tensor2D } {
+  const after = new Float32Array(n * n);
+  const mask = new Float32Array(n * n);
+  for (let s = 0; s < n; s++) {
+    for (let t = 0; t < n; t++) {
+      if (t > s) after[s * n + t] = 1;
+      if (t < s) mask[s * n + t] = MASKED;
+    }
+  }
+  return { strictlyAfter: tf.tensor2d(after, [n, n]), causalMask: tf.tensor2d(mask, [n, n]) };
+}
+
+/**
+ * Segment sums of the last axis of x [B, n], source-major: S[b, s, t] = Σ_{s<u≤t} x[b, u] for
+ * t ≥ s, and MASKED for t < s. Each entry is a direct sum of the terms it covers (no difference
+ * of prefix sums). The cumulative sum runs over the last axis: tfjs-core 4.22's Cumsum gradient
+ * is wrong for any other axis (it transposes the result).
+ */
+function segmentSums(x: tf.Tensor2D): tf.Tensor3D {
+  const [B, n] = x.shape;
+  const { strictlyAfter, causalMask } = triangles(n);
+  // terms[b, s, u] = x[b, u] where u > s; the cumulative sum over u up to t gives Σ_{s<u≤t}.
+  const terms = tf.mul(tf.reshape(x, [B, 1, n]), strictlyAfter);
+  return tf.add(tf.cumsum(terms, 2), causalMask) as tf.Tensor3D;
+}
+
+function padRows<T extends tf.Tensor>(x: T, extra: number): T {
+  if (extra === 0) return x;
+  const pad: Array<[number, number]> = x.shape.map((_, i) => (i === 0 ? [0, extra] : [0, 0]) as [number, number]);
+  return tf.pad(x, pad) as T;
+}
+
+function chunkedImpl(seq: GateSequence, chunkSize: number, initialState: tf.Tensor2D | null, wantState: boolean): { r: tf.Tensor2D; state: tf.Tensor2D | null } {
+  const [T, D] = seq.q.shape;
+  if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new Error(`chunk size must be a positive integer, got ${chunkSize}`);
+  if (T === 0) return { r: tf.zeros([0, D]) as tf.Tensor2D, state: wantState ? (initialState ? tf.clone(initialState) : (tf.zeros([D, D]) as tf.Tensor2D)) : null };
+  const C = Math.min(chunkSize, T);
+  const N = Math.ceil(T / C);
+  const extra = N * C - T;
+  // Padding tokens (at the end only) have k̂ = v̂ = 0 and log g = log(1−g) = 0: they add nothing to
+  // the state, do not decay it, and their outputs are dropped.
+  const Q = tf.reshape(padRows(seq.q, extra), [N, C, D]) as tf.Tensor3D;
+  const K = tf.reshape(padRows(seq.kHat, extra), [N, C, D]) as tf.Tensor3D;
+  const V = tf.reshape(padRows(seq.vHat, extra), [N, C, D]) as tf.Tensor3D;
+  const logGate = tf.reshape(padRows(seq.logGate, extra), [N, C]) as tf.Tensor2D;
+  const logOneMinusGate = tf.reshape(padRows(seq.logOneMinusGate, extra), [N, C]) as tf.Tensor2D;
+
+  // Intra-chunk, source-major [N, s, t]: log w = log(1−g_s) + Σ_{s<u≤t} log g_u (≤ 0; MASKED for t < s).
+  const logW = tf.add(segmentSums(logGate), tf.reshape(logOneMinusGate, [N, C, 1])) as tf.Tensor3D;
+  const scores = tf.matMul(K, Q, false, true); // k̂_s·q_t, [N, s, t]
+  let r = tf.matMul(tf.mul(scores, tf.exp(logW)), V, true, false) as tf.Tensor3D; // Σ_s w (q_t·k̂_s) v̂_s, [N, t, D]
+
+  const needCarry = N > 1 || initialState !== null;
+  let state: tf.Tensor2D | null = null;
+  if (needCarry || wantState) {
+    // Chunks whose end-of-chunk state is needed: all but the last, plus the last for the final state.
+    const nStates = wantState ? N : N - 1;
+    // Π g over each chunk, in log space.
+    const chunkLogDecay = tf.sum(logGate, 1) as tf.Tensor1D; // [N]
+    let afterChunk: tf.Tensor3D | null = null; // M at the end of chunks 0..nStates-1, [nStates, D, D]
+    if (nStates > 0) {
+      // Chunk m's own contribution to the state at its end: Σ_s w[s, C-1] k̂_s v̂_sᵀ.
+      const endWeights = tf.exp(tf.slice(logW, [0, 0, C - 1], [nStates, C, 1])); // [nStates, C, 1]
+      const weightedK = tf.mul(tf.slice(K, [0, 0, 0], [nStates, C, D]), endWeights);
+      const own = tf.matMul(weightedK, tf.slice(V, [0, 0, 0], [nStates, C, D]), true, false); // [nStates, D, D]
+      // State after chunk i = Σ_{m≤i} (Π g over chunks m+1..i) · own[m]  (+ Π g over chunks 0..i · M_init).
+      const decays = tf.exp(segmentSums(tf.reshape(tf.slice(chunkLogDecay, [0], [nStates]), [1, nStates]))); // [1, m, i]
+      afterChunk = tf.reshape(tf.matMul(tf.reshape(decays, [nStates, nStates]), tf.reshape(own, [nStates, D * D]), true, false), [nStates, D, D]) as tf.Tensor3D;
+      if (initialState) {
+        const initDecay = tf.exp(tf.cumsum(tf.slice(chunkLogDecay, [0], [nStates]))); // [nStates]
+        afterChunk = tf.add(afterChunk, tf.mul(tf.reshape(initDecay, [nStates, 1, 1]), initialState)) as tf.Tensor3D;
+      }
+    }
+    if (needCarry) {
+      // Carried state entering each chunk, read by its queries with decay Π_{u≤t} g_u.
+      const carried: tf.Tensor3D[] = [];
+      if (initialState) carried.push(tf.reshape(initialState, [1, D, D]));
+      if (N > 1) carried.push(tf.slice(afterChunk!, [0, 0, 0], [N - 1, D, D]));
+      const entering = carried.length === 1 ? carried[0] : tf.concat(carried, 0); // chunks first..N-1
+      const first = initialState ? 0 : 1;
+      const count = N - first;
+      const withinDecay = tf.exp(tf.cumsum(tf.slice(logGate, [first, 0], [count, C]), 1)); // [count, C]
+      const fromState = tf.mul(tf.matMul(tf.slice(Q, [first, 0, 0], [count, C, D]), entering), tf.reshape(withinDecay, [count, C, 1]));
+      r = tf.add(r, first === 0 ? fromState : tf.pad(fromState, [[1, 0], [0, 0], [0, 0]])) as tf.Tensor3D;
+    }
+    if (wantState) state = tf.reshape(tf.slice(afterChunk!, [N - 1, 0, 0], [1, D, D]), [D, D]) as tf.Tensor2D;
+  }
+  let out = tf.reshape(r, [N * C, D]) as tf.Tensor2D;
+  if (extra > 0) out = tf.slice(out, [0, 0], [T, D]);
+  return { r: out, state };
+}
+
+/**
+ * The gate over a whole sequence in chunked-parallel form: r [T, D] and the final state M_T
+ * [D, D]. `initialState` continues from an earlier call (M_0 = 0 without it). Differentiable.
+ */
+export function gateChunked(seq: GateSequence, chunkSize?: number, initialState?: tf.Tensor2D | null): GateResult {
+  return tf.tidy(() => {
+    const { r, state } = chunkedImpl(seq, chunkSize ?? defaultChunkSize(seq.q.shape[1]), initialState ?? null, true);
+    return { r, state: state! };
+  });
+}
+
+/**
+ * Only the outputs r [T, D] (prefill without decoding afterwards, training): skips the final
+ * state, which for T ≤ chunk size is most of the work (T·D² against T²·D).
+ */
+export function gateChunkedOutput(seq: GateSequence, chunkSize?: number, initialState?: tf.Tensor2D | null): tf.Tensor2D {
+  return tf.tidy(() => chunkedImpl(seq, chunkSize ?? defaultChunkSize(seq.q.shape[1]), initialState ?? null, false).r);
+}

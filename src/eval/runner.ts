@@ -1,0 +1,355 @@
+/**
+ * `runEval`: run the configurations of an evaluation side by side on the same tokens and compute
+ * every statistic against the teacher.
+ *
+ * Configurations (each a model over the suite's windows):
+ * - `teacher` — softmax attention on the teacher's weights (the HF checkpoint where there is one);
+ *   the reference for every comparison.
+ * - `teacher-on-student-weights` — softmax attention on the student's dequantized `.symb` weights
+ *   (only when the student is a `.symb` conversion of another teacher directory): quantization error
+ *   alone, so that it can be told apart from the paradigm error of the gate.
+ * - `engine` — every layer engine-v0.1.1 (the published engine, no adapter).
+ * - `adapter` — adapted layers adapter-v1, the others `rest` (default engine). Needs an adapter.
+ * - `hybrid` — adapted layers adapter-v1, the others softmax attention. Needs an adapter.
+ * The gated configurations run on the student's weights.
+ *
+ * Windows go through in batches: for each batch the teacher runs once (logits and hidden states
+ * kept for the batch only), then each configuration runs and is folded into its accumulators, so
+ * no logits are held beyond one batch.
+ */
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { backendInfo } from '../core/backend.ts';
+import { checkSequences, sha256Hex, type Corpus } from '../core/corpus.ts';
+import { fail } from '../core/errors.ts';
+import { resolveModel, type ResolvedModel } from '../core/registry.ts';
+import type { ModelConfig } from '../formats/config.ts';
+import { openModel } from '../formats/openModel.ts';
+import { loadTokenizer } from '../formats/tokenizer.ts';
+import type { ModelWeights } from '../formats/weights.ts';
+import { readAdapter, type Adapter } from '../engine/adapter.ts';
+import { studentPrefill, type RestPolicy } from '../engine/student.ts';
+import { teacherPrefill } from '../teacher/teacher.ts';
+import type { PrefillResult } from '../teacher/teacher.ts';
+import { contentHash } from './contentHash.ts';
+import { configurationFromStats, REPORT_SCHEMA, type ConfigurationReport, type EvalReport, type LayerPolicy, type MemoryReport, type WeightsInfo } from './report.ts';
+import { ComparisonAccumulator, HiddenAccumulator } from './stats.ts';
+import { buildWindows, describeWindows, positionBucketWidth, readSuiteCorpora, scoredCount, type ConfigurationName, type EvalWindow, type Suite } from './suite.ts';
+
+import pkg from '../../package.json' with { type: 'json' };
+import { version as vegaVersion } from 'vega';
+import { version as vegaLiteVersion } from 'vega-lite';
+
+export interface RunEvalOptions {
+  /** A registry name or a directory (HF, .symb, or a parent holding hf/ and symb-*). */
+  model: string;
+  /** Adapter directory (symbiotic_adapter/ or a directory holding it). */
+  adapter?: string | null;
+  suite: Suite;
+  /** Policy of the non-adapted layers in the `adapter` configuration. Default engine. */
+  rest?: RestPolicy;
+  /** Teacher directory override, or `same` (the student's own weights). */
+  teacher?: string;
+  /** Only these configurations (default: the suite's list, else every one that applies). */
+  configurations?: ConfigurationName[] | null;
+  /** Most tokens fed per batch (default: by vocabulary size, so a batch's logits stay ~256 MB). */
+  batchTokens?: number;
+  /** Progress and log lines (default: silent). */
+  log?: (line: string) => void;
+  /** Called after each configuration finished a batch: done/total units and tokens fed. */
+  progress?: (done: number, total: number, tokens: number, status: string) => void;
+}
+
+/** How one configuration computes logits for a batch of windows. */
+interface ConfigurationPlan {
+  name: ConfigurationName;
+  description: string;
+  weights: 'teacher' | 'student';
+  layers: LayerPolicy[];
+  run: (sequences: number[][], hidden: boolean) => PrefillResult;
+}
+
+const REST_TO_POLICY: Record<RestPolicy, LayerPolicy> = { engine: 'engine-v0.1.1', teacher: 'teacher', fixed: 'fixed' };
+
+function layerPolicies(numLayers: number, adapter: Adapter | null, rest: RestPolicy): LayerPolicy[] {
+  return Array.from({ length: numLayers }, (_, l) => (adapter && adapter.layers.includes(l) ? 'adapter-v1' : REST_TO_POLICY[rest]));
+}
+
+/** Teacher and student must be the same network (a conversion changes storage, not shape). */
+function checkSameShape(t: ModelConfig, s: ModelConfig, tDir: string, sDir: string): void {
+  const keys: (keyof ModelConfig)[] = ['hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'vocabSize'];
+  for (const k of keys) {
+    if (t[k] !== s[k]) fail(sDir, `student ${k} ${String(s[k])} differs from the teacher's (${String(t[k])} in ${tDir}): not a conversion of that teacher`);
+  }
+}
+
+function weightsInfo(w: ModelWeights): WeightsInfo {
+  return { dir: w.dir, format: w.format, storage: w.storage, hash: contentHash(w.dir) };
+}
+
+/**
+ * Attention memory of one sequence at each context length, per configuration: softmax layers hold
+ * a KV cache (2 · kv_heads · head_dim values per token), gated layers one D_q × D_q state whatever
+ * the context. float32 (4 bytes per value), as the decoders hold them.
+ */
+export function attentionMemory(c: ModelConfig, layersPerConfiguration: LayerPolicy[][], contexts: number[]): { perConfiguration: number[][]; report: MemoryReport } {
+  const bytesPerElement = 4;
+  const kvPerToken = 2 * c.numKvHeads * c.headDim * bytesPerElement;
+  const dq = c.numHeads * c.headDim;
+  const state = dq * dq * bytesPerElement;
+  const perConfiguration = layersPerConfiguration.map((layers) => {
+    const softmax = layers.filter((p) => p === 'teacher').length;
+    const gated = layers.length - softmax;
+    return contexts.map((t) => softmax * t * kvPerToken + gated * state);
+  });
+  return {
+    perConfiguration,
+    report: {
+      contexts,
+      bytes_per_element: bytesPerElement,
+      kv_bytes_per_token_per_layer: kvPerToken,
+      state_bytes_per_layer: state,
+      notes: `KV cache = 2 · ${c.numKvHeads} kv heads · ${c.headDim} head_dim values per token; gate state = D_q² with D_q = ${dq}. The KV cache overtakes one gate state at ${Math.ceil(state / kvPerToken)} tokens.`,
+    },
+  };
+}
+
+/** Hash of the windows the models saw (ids and scored ranges): equal hashes = same tokens. */
+export function windowsHash(windows: EvalWindow[]): string {
+  const parts = windows.map((w) => `${w.firstScored}:${w.ids.join(',')}`);
+  return `sha256:${sha256Hex(parts.join('\n'))}`;
+}
+
+/** Split windows into batches of at most `maxTokens` tokens (at least one window each). */
+export function batchWindows(windows: EvalWindow[], maxTokens: number): EvalWindow[][] {
+  const batches: EvalWindow[][] = [];
+  let cur: EvalWindow[] = [];
+  let tokens = 0;
+  for (const w of windows) {
+    if (cur.length > 0 && tokens + w.ids.length > maxTokens) {
+      batches.push(cur);
+      cur = [];
+      tokens = 0;
+    }
+    cur.push(w);
+    tokens += w.ids.length;
+  }
+  if (cur.length > 0) batches.push(cur);
+  return batches;
+}
+
+/** Tokenize a suite's corpora and cut them into windows. */
+export async function prepareWindows(
+  suite: Suite,
+  resolved: ResolvedModel,
+  config: ModelConfig,
+): Promise<{ windows: EvalWindow[]; corpora: Corpus[]; documents: number; tokenizerFile: string }> {
+  if (!resolved.tokenizerDir) {
+    fail(resolved.studentDir, 'this model has no tokenizer.json (neither beside the teacher nor in the .symb tokenizer/ directory); evaluation needs one to read the corpus');
+  }
+  if (suite.context > config.maxPositionEmbeddings) {
+    fail(suite.source === 'flags' ? null : suite.source, `context ${suite.context} is longer than the model's max_position_embeddings (${config.maxPositionEmbeddings})`);
+  }
+  const tokenizer = await loadTokenizer(resolved.tokenizerDir, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
+  const corpora = readSuiteCorpora(suite);
+  const bos = tokenizer.bosId ?? config.bosTokenId;
+  const docs: number[][] = [];
+  // Tokenize lazily: with one window per document and a cap, stop once enough documents are in hand.
+  const lazy = suite.stride === null && !suite.concatenate;
+  let nonEmpty = 0;
+  let scoredSoFar = 0;
+  const enough = () =>
+    lazy && ((suite.maxSeqs !== null && nonEmpty >= suite.maxSeqs) || (suite.tokenBudget !== null && scoredSoFar >= suite.tokenBudget));
+  outer: for (const c of corpora) {
+    for (const text of c.documents) {
+      if (enough()) break outer;
+      const ids = tokenizer.encode(text, { addBos: false });
+      docs.push(ids);
+      const withBos = ids.length + (bos === null ? 0 : 1);
+      if (withBos >= 2) nonEmpty++;
+      scoredSoFar += Math.max(0, Math.min(withBos, suite.context) - 1);
+    }
+  }
+  const windows = buildWindows(docs, { bos, context: suite.context, stride: suite.stride, maxSeqs: suite.maxSeqs, tokenBudget: suite.tokenBudget });
+  if (windows.length === 0) fail(corpora[0]?.source ?? null, 'no document yields a token to score');
+  checkSequences(
+    windows.map((w) => Int32Array.from(w.ids)),
+    config.vocabSize,
+    config.maxPositionEmbeddings,
+    tokenizer.file,
+  );
+  return { windows, corpora, documents: new Set(windows.map((w) => w.doc)).size, tokenizerFile: tokenizer.file };
+}
+
+/** Run an evaluation and return its report (not yet written; see writeReport). */
+export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
+  const t0 = performance.now();
+  const log = opts.log ?? (() => {});
+  const suite = opts.suite;
+  const rest: RestPolicy = opts.rest ?? 'engine';
+  const resolved = resolveModel(opts.model, opts.teacher ? { teacher: opts.teacher } : {});
+  const teacherWeights = openModel(resolved.teacherDir);
+  const studentWeights = path.resolve(resolved.studentDir) === path.resolve(resolved.teacherDir) ? teacherWeights : openModel(resolved.studentDir);
+  try {
+    const c = teacherWeights.config;
+    checkSameShape(c, studentWeights.config, resolved.teacherDir, resolved.studentDir);
+    const adapter = opts.adapter ? readAdapter(opts.adapter, studentWeights.config) : null;
+    const adapterDir = adapter?.source ? path.dirname(adapter.source) : null;
+
+    // ---- the plan: which configurations, on which weights, with which layer policies
+    const all: ConfigurationPlan[] = [
+      {
+        name: 'teacher',
+        description: `softmax attention on the teacher's weights (${teacherWeights.format} ${teacherWeights.storage})`,
+        weights: 'teacher',
+        layers: layerPolicies(c.numLayers, null, 'teacher'),
+        run: (seqs, hidden) => teacherPrefill(teacherWeights, seqs, { hidden }),
+      },
+    ];
+    if (studentWeights !== teacherWeights && studentWeights.format === 'symb') {
+      all.push({
+        name: 'teacher-on-student-weights',
+        description: `softmax attention on the student's dequantized weights (${studentWeights.storage}): quantization error only`,
+        weights: 'student',
+        layers: layerPolicies(c.numLayers, null, 'teacher'),
+        run: (seqs, hidden) => teacherPrefill(studentWeights, seqs, { hidden }),
+      });
+    }
+    all.push({
+      name: 'engine',
+      description: 'every layer engine-v0.1.1 (the published engine, no adapter)',
+      weights: 'student',
+      layers: layerPolicies(c.numLayers, null, 'engine'),
+      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'engine', hidden }),
+    });
+    if (adapter) {
+      all.push({
+        name: 'adapter',
+        description: `adapted layers adapter-v1, the others ${REST_TO_POLICY[rest]} (--rest ${rest})`,
+        weights: 'student',
+        layers: layerPolicies(c.numLayers, adapter, rest),
+        run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest, hidden }),
+      });
+      all.push({
+        name: 'hybrid',
+        description: 'adapted layers adapter-v1, the others softmax attention',
+        weights: 'student',
+        layers: layerPolicies(c.numLayers, adapter, 'teacher'),
+        run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest: 'teacher', hidden }),
+      });
+    }
+    const wanted = opts.configurations ?? suite.configurations;
+    if (wanted) {
+      for (const w of wanted) {
+        if (!all.some((p) => p.name === w)) {
+          fail(null, `configuration '${w}' does not apply here (${w === 'adapter' || w === 'hybrid' ? 'it needs --adapter' : 'the student is not a .symb conversion of another teacher'})`);
+        }
+      }
+    }
+    // The teacher always runs: it is the reference.
+    const plans = all.filter((p) => p.name === 'teacher' || !wanted || wanted.includes(p.name));
+
+    // ---- the tokens
+    const prep = await prepareWindows(suite, resolved, c);
+    const windows = prep.windows;
+    const scored = windows.reduce((a, w) => a + scoredCount(w), 0);
+    const fed = windows.reduce((a, w) => a + w.ids.length, 0);
+    log(`eval: ${resolved.name}: ${windows.length} windows, ${scored} tokens scored (${describeWindows(suite)}); configurations: ${plans.map((p) => p.name).join(', ')}`);
+
+    const metrics = new Set(suite.metrics);
+    const wantHidden = metrics.has('hidden');
+    const bucket = positionBucketWidth(suite);
+    const acc = new Map(plans.map((p) => [p.name, new ComparisonAccumulator(bucket)]));
+    const hid = new Map(plans.map((p) => [p.name, new HiddenAccumulator()]));
+    const wall = new Map(plans.map((p) => [p.name, 0]));
+    const batchTokens = opts.batchTokens ?? Math.max(suite.context, Math.min(8192, Math.floor(2 ** 26 / c.vocabSize)));
+    const batches = batchWindows(windows, batchTokens);
+    const totalUnits = batches.length * plans.length;
+    let done = 0;
+
+    for (const batch of batches) {
+      const seqs = batch.map((w) => w.ids);
+      const batchFed = seqs.reduce((a, s) => a + s.length, 0);
+      let ref: PrefillResult | null = null;
+      for (const plan of plans) {
+        const t = performance.now();
+        const out = plan.run(seqs, wantHidden);
+        if (plan.name === 'teacher') ref = out;
+        const a = acc.get(plan.name)!;
+        const h = hid.get(plan.name)!;
+        batch.forEach((w, s) => {
+          a.addWindow(ref!.logits[s]!, out.logits[s]!, c.vocabSize, w.ids, w.firstScored);
+          if (wantHidden && plan.name !== 'teacher' && out.hidden && ref!.hidden) {
+            // the states at the scored (predicting) positions
+            for (let l = 0; l < out.hidden[s]!.length; l++) {
+              h.add(l, ref!.hidden[s]![l]!, out.hidden[s]![l]!, c.hiddenSize, w.firstScored, w.ids.length - 1);
+            }
+          }
+        });
+        wall.set(plan.name, wall.get(plan.name)! + (performance.now() - t) / 1000);
+        done += 1;
+        opts.progress?.(done, totalUnits, batchFed, plan.name);
+      }
+    }
+
+    // ---- memory: attention state vs KV cache as a function of context
+    const memory = metrics.has('memory') ? attentionMemory(c, plans.map((p) => p.layers), suite.memoryContexts) : null;
+
+    const configurations: ConfigurationReport[] = plans.map((p, i) =>
+      configurationFromStats(
+        { name: p.name, description: p.description, weights: p.weights, layers: p.layers, wall_s: wall.get(p.name)! },
+        acc.get(p.name)!.result(),
+        wantHidden && p.name !== 'teacher' ? hid.get(p.name)!.result() : null,
+        memory ? memory.perConfiguration[i]! : null,
+      ),
+    );
+    const info = backendInfo();
+    return {
+      schema: REPORT_SCHEMA,
+      created: new Date().toISOString(),
+      tool: { name: 'synaxim', version: pkg.version, node: process.version, tfjs: tf.version_core, vega: vegaVersion, vega_lite: vegaLiteVersion },
+      backend: { name: info.backend, detail: info.detail },
+      model: {
+        name: resolved.name,
+        source: resolved.source,
+        student: weightsInfo(studentWeights),
+        teacher: weightsInfo(teacherWeights),
+        tokenizer: { dir: resolved.tokenizerDir, hash: contentHash(prep.tokenizerFile) },
+        config: {
+          architecture: c.architecture,
+          hidden_size: c.hiddenSize,
+          num_layers: c.numLayers,
+          num_heads: c.numHeads,
+          num_kv_heads: c.numKvHeads,
+          head_dim: c.headDim,
+          vocab_size: c.vocabSize,
+        },
+      },
+      adapter:
+        adapter && adapterDir
+          ? { dir: adapterDir, hash: contentHash(adapterDir), layers: adapter.layers, semantics: String(adapter.config.semantics ?? 'adapter-v1') }
+          : null,
+      rest: REST_TO_POLICY[rest],
+      suite: {
+        name: suite.name,
+        description: suite.description || describeWindows(suite),
+        source: suite.source,
+        corpora: prep.corpora.map((cp) => ({ source: cp.source, hash: `sha256:${cp.hash}`, documents: cp.documents.length })),
+        context: suite.context,
+        stride: suite.stride,
+        max_seqs: suite.maxSeqs,
+        token_budget: suite.tokenBudget,
+        metrics: suite.metrics,
+        position_bucket: bucket,
+      },
+      tokens: { scored, windows: windows.length, documents: prep.documents, fed, hash: windowsHash(windows) },
+      reference: 'teacher',
+      wall_s: (performance.now() - t0) / 1000,
+      configurations,
+      memory: memory ? memory.report : null,
+    };
+  } finally {
+    if (studentWeights !== teacherWeights) studentWeights.close();
+    teacherWeights.close();
+  }
+}

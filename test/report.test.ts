@@ -1,0 +1,168 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { compareReportDirs, readReportDir, writeComparison } from '../src/eval/compare.ts';
+import { bytes, describeLayers, fmt, jsonSafe, pct, pm, renderMarkdown, REPORT_SCHEMA, writeReport } from '../src/eval/report.ts';
+import { syntheticReport } from './evalFixtures.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'synaxim-report-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe('formatting', () => {
+  it('numbers, errors, percentages, bytes, layer policies', () => {
+    expect(fmt(2.51438)).toBe('2.514');
+    expect(fmt(2043.2)).toBe('2043');
+    expect(fmt(0)).toBe('0');
+    expect(fmt(1.23e-7)).toBe('1.230e-7');
+    expect(fmt(NaN)).toBe('–');
+    expect(fmt(Infinity)).toBe('∞');
+    expect(pm(2.514, 0.0312)).toBe('2.514 ± 0.031');
+    expect(pct(0.037)).toBe('3.70%');
+    expect(pct(0.206, 0.008)).toBe('20.60 ± 0.80%');
+    expect(bytes(512)).toBe('512 B');
+    expect(bytes(64 * 1024 * 1024)).toBe('64.0 MiB');
+    expect(describeLayers(['adapter-v1', 'adapter-v1', 'teacher', 'teacher', 'teacher'])).toBe('0-1 adapter-v1, 2-4 teacher');
+    expect(describeLayers(['engine-v0.1.1'])).toBe('0 engine-v0.1.1');
+  });
+  it('JSON-safe: non-finite numbers become null', () => {
+    expect(jsonSafe({ a: Infinity, b: [NaN, 1], c: { d: -Infinity } })).toEqual({ a: null, b: [null, 1], c: { d: null } });
+  });
+});
+
+describe('report files', () => {
+  const report = syntheticReport();
+  const dir = path.join(tmp, 'run1');
+
+  it('writes report.json, report.md and report.html and nothing else', async () => {
+    const paths = await writeReport(dir, report);
+    expect(fs.readdirSync(dir).sort()).toEqual(['report.html', 'report.json', 'report.md']);
+    expect(paths.json).toBe(path.join(dir, 'report.json'));
+  });
+
+  it('report.json carries the schema and the required fields per configuration', () => {
+    const j = JSON.parse(fs.readFileSync(path.join(dir, 'report.json'), 'utf8'));
+    expect(j.schema).toBe(REPORT_SCHEMA);
+    expect(j.model.student.hash).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(j.model.teacher.hash).toMatch(/^sha256:/);
+    expect(j.adapter.hash).toMatch(/^sha256:/);
+    expect(j.suite.name).toBe('synthetic');
+    expect(j.tokens.scored).toBe(6 * 31);
+    expect(j.backend.name).toBe('cpu');
+    expect(j.tool.version).toBe('0.1.0');
+    expect(j.configurations.map((c: { name: string }) => c.name)).toEqual(['teacher', 'engine', 'adapter', 'hybrid']);
+    for (const c of j.configurations) {
+      expect(typeof c.ppl).toBe('number');
+      expect(typeof c.kld.mean).toBe('number');
+      expect(typeof c.kld.p99).toBe('number');
+      expect(typeof c.same_top_p).toBe('number');
+      expect(c.tokens).toBe(6 * 31);
+      expect(c.hidden).toHaveLength(4);
+      expect(c.memory_bytes).toHaveLength(4);
+    }
+    const teacher = j.configurations[0];
+    expect(teacher.kld.mean).toBe(0);
+    expect(teacher.same_top_p).toBe(1);
+    expect(teacher.ppl_ratio.ratio).toBe(1);
+    // noisier configurations diverge more
+    const kld = j.configurations.map((c: { kld: { mean: number } }) => c.kld.mean);
+    expect(kld[1]).toBeGreaterThan(kld[2]);
+    expect(kld[2]).toBeGreaterThan(kld[3]);
+    expect(kld[3]).toBeGreaterThan(0);
+    // the open last histogram bin is written with hi null (JSON has no Infinity)
+    expect(teacher.kld_histogram.at(-1).hi).toBeNull();
+  });
+
+  it('report.md has the summary table with every configuration and the figures', () => {
+    const md = fs.readFileSync(path.join(dir, 'report.md'), 'utf8');
+    expect(md).toContain('# SYNAXIM evaluation: synthetic, synthetic');
+    expect(md).toContain('| configuration | layers | PPL |');
+    const hybrid = report.configurations[3]!;
+    expect(md).toContain(`| hybrid | 0-1 adapter-v1, 2-3 teacher | ${pm(hybrid.ppl, hybrid.ppl_stderr)} |`);
+    expect(md).toContain('Mean KLD by position');
+    expect(md).toContain('Attention memory vs context length');
+    expect(md).toBe(renderMarkdown(jsonSafe(report)) + '\n');
+  });
+
+  it('report.html is self-contained: inline SVG charts, no scripts to run, no network', () => {
+    const html = fs.readFileSync(path.join(dir, 'report.html'), 'utf8');
+    const svgs = html.match(/<svg[\s>]/g) ?? [];
+    expect(svgs.length).toBe(6); // ppl, kld, position, layers, cosine, memory
+    for (const id of ['ppl', 'kld', 'position', 'layers', 'memory']) expect(html).toContain(`id="chart-${id}"`);
+    // no external resources: no src=/href= pointing anywhere, no executable scripts
+    expect(html).not.toMatch(/\s(src|href)\s*=\s*["']?(https?:|\/\/)/i);
+    expect(html).not.toMatch(/<script(?![^>]*type="application\/json")/);
+    expect(html).not.toMatch(/<link\s/i);
+    // the report data travels with the page
+    const m = /<script type="application\/json" id="report-data">([\s\S]*?)<\/script>/.exec(html);
+    expect(m).not.toBeNull();
+    expect(JSON.parse(m![1]!).schema).toBe(REPORT_SCHEMA);
+    // the bars are drawn (rect/path marks inside the ppl chart)
+    const ppl = html.slice(html.indexOf('id="chart-ppl"'), html.indexOf('</figure>', html.indexOf('id="chart-ppl"')));
+    expect(ppl).toMatch(/role-mark/);
+  });
+
+  it('rewriting a report replaces the files atomically (no temporary files left)', async () => {
+    await writeReport(dir, syntheticReport({ seed: 3 }));
+    expect(fs.readdirSync(dir).filter((f) => f.includes('.tmp-'))).toEqual([]);
+  });
+});
+
+describe('compare', () => {
+  const a = path.join(tmp, 'cmp', 'int8');
+  const b = path.join(tmp, 'cmp', 'int4');
+  const c = path.join(tmp, 'cmp', 'other-data');
+  const cfg = (engineNoise: number) => [
+    { name: 'teacher', noise: 0 },
+    { name: 'engine', noise: engineNoise },
+  ];
+
+  it('flags differences larger than the combined standard errors, and only those', async () => {
+    await writeReport(a, syntheticReport({ configurations: cfg(0.5), windows: 8 }));
+    await writeReport(b, syntheticReport({ configurations: cfg(3), windows: 8 }));
+    const { runs, result } = compareReportDirs([a, b]);
+    expect(result.baseline).toBe('int8');
+    expect(result.same_tokens).toBe(true);
+    expect(result.warnings).toEqual([]);
+    expect(result.rows.map((r) => `${r.configuration}/${r.run}`)).toEqual(['teacher/int8', 'teacher/int4', 'engine/int8', 'engine/int4']);
+    // the teacher is the same in both runs: nothing flagged; the engine differs clearly
+    expect(result.flags.filter((f) => f.configuration === 'teacher')).toEqual([]);
+    const engineFlags = result.flags.filter((f) => f.configuration === 'engine').map((f) => f.metric);
+    expect(engineFlags).toContain('kld.mean');
+    expect(engineFlags).toContain('same_top_p');
+    for (const f of result.flags) expect(Math.abs(f.diff)).toBeGreaterThan(f.combined_stderr);
+
+    const out = path.join(tmp, 'cmp', 'out');
+    await writeComparison(out, runs, result);
+    expect(fs.readdirSync(out).sort()).toEqual(['compare.html', 'compare.json', 'compare.md']);
+    const md = fs.readFileSync(path.join(out, 'compare.md'), 'utf8');
+    expect(md).toContain('Differences beyond the standard errors');
+    expect(md).toMatch(/\| engine \| int4 \| 248 \| \*\*/); // flagged cell in bold
+    const html = fs.readFileSync(path.join(out, 'compare.html'), 'utf8');
+    expect((html.match(/<svg[\s>]/g) ?? []).length).toBeGreaterThanOrEqual(3);
+    expect(html).toContain('class="flag"');
+  });
+
+  it('the same run twice: no flags', () => {
+    const { result } = compareReportDirs([a, a]);
+    expect(result.flags).toEqual([]);
+    expect(result.runs.map((r) => r.label)).toEqual(['1:int8', '2:int8']);
+  });
+
+  it('runs on different tokens are compared with a warning', async () => {
+    await writeReport(c, syntheticReport({ configurations: cfg(0.5), dataSeed: 9 }));
+    const { result } = compareReportDirs([a, c]);
+    expect(result.same_tokens).toBe(false);
+    expect(result.warnings[0]).toMatch(/different tokens/);
+  });
+
+  it('a directory without a report, or a file of another schema, is a one-line error', () => {
+    expect(() => readReportDir(path.join(tmp, 'nope'))).toThrow(/no report\.json here/);
+    const bad = path.join(tmp, 'bad');
+    fs.mkdirSync(bad, { recursive: true });
+    fs.writeFileSync(path.join(bad, 'report.json'), JSON.stringify({ schema: 'other/1' }));
+    expect(() => readReportDir(bad)).toThrow(/not a synaxim\.eval\/1 report/);
+    fs.writeFileSync(path.join(bad, 'report.json'), '{not json');
+    expect(() => readReportDir(bad)).toThrow(/invalid JSON/);
+  });
+});
