@@ -105,6 +105,14 @@ export function syntheticReport(opts: SyntheticOptions = {}): EvalReport {
     reference: 'teacher',
     wall_s: 2,
     configurations,
-    memory: { contexts, bytes_per_element: 4, kv_bytes_per_token_per_layer: 2 * 64 * 4, state_bytes_per_layer: 64 * 64 * 4, notes: 'synthetic' },
+    memory: {
+      contexts,
+      kv_bytes_per_element: 4,
+      state_bytes_per_element: 4,
+      kv_bytes_per_token_per_layer: 2 * 64 * 4,
+      state_bytes_per_layer: 64 * 64 * 4,
+      break_even_context: 32,
+      notes: 'synthetic',
+    },
   };
 }

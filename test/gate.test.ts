@@ -432,3 +432,63 @@ describe('gradients w.r.t. the adapter parameters: chunked = recurrent', () => {
     });
   }
 });
+
+describe('gradient registry fixes (src/engine/gradients.ts)', () => {
+  it('cumsum gradient along a non-last axis is the reverse cumulative sum on that axis', () => {
+    for (const shape of [[3, 2], [3, 3]] as const) {
+      const x = tf.tensor2d(randoms(shape[0] * shape[1], 1), [...shape]);
+      const w = randoms(shape[0] * shape[1], 2);
+      const g = host(tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(tf.cumsum(xx, 0), tf.tensor2d(w, [...shape]))))(x));
+      for (let i = 0; i < shape[0]; i++) {
+        for (let j = 0; j < shape[1]; j++) {
+          let expected = 0;
+          for (let t = i; t < shape[0]; t++) expected += w[t * shape[1] + j];
+          expect(g[i * shape[1] + j]).toBeCloseTo(expected, 5);
+        }
+      }
+      x.dispose();
+    }
+  });
+
+  it('matMul gradients for every transpose combination match dA = dY·Bᵀ, dB = Aᵀ·dY', () => {
+    const [m, k, n] = [3, 4, 5];
+    const A = randoms(m * k, 3);
+    const B = randoms(k * n, 4);
+    const W = randoms(m * n, 5); // loss = Σ W ⊙ (A B)
+    const ref = (i: number, j: number, which: 'A' | 'B') => {
+      let s = 0;
+      if (which === 'A') for (let c = 0; c < n; c++) s += W[i * n + c] * B[j * n + c];
+      else for (let r = 0; r < m; r++) s += W[r * n + j] * A[r * k + i];
+      return s;
+    };
+    const transpose = (x: Float32Array, r: number, c: number) => Float32Array.from({ length: r * c }, (_, idx) => x[(idx % r) * c + Math.floor(idx / r)]);
+    for (const ta of [false, true]) {
+      for (const tb of [false, true]) {
+        const a = ta ? tf.tensor2d(transpose(A, m, k), [k, m]) : tf.tensor2d(A, [m, k]);
+        const b = tb ? tf.tensor2d(transpose(B, k, n), [n, k]) : tf.tensor2d(B, [k, n]);
+        const w = tf.tensor2d(W, [m, n]);
+        const [ga, gb] = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x, y, ta, tb), w)))([a, b]).map(host);
+        for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) expect(ga[ta ? j * m + i : i * k + j]).toBeCloseTo(ref(i, j, 'A'), 5);
+        for (let i = 0; i < k; i++) for (let j = 0; j < n; j++) expect(gb[tb ? j * k + i : i * n + j]).toBeCloseTo(ref(i, j, 'B'), 5);
+        [a, b, w].forEach((t) => t.dispose());
+      }
+    }
+  });
+
+  it('a single token (one chunk of one row) differentiates in both forms', () => {
+    const c = makeCase(1, 6, 12, () => 0.7);
+    const seq = toSequence(c);
+    const z = tf.tensor1d(c.z);
+    const f = (form: 'chunked' | 'recurrent') =>
+      host(tf.grad((zz: tf.Tensor) => {
+        const s = { ...seq, ...gateLogs(zz as tf.Tensor1D) };
+        return tf.sum(form === 'chunked' ? gateChunkedOutput(s, 4) : gateRecurrent(s).r);
+      })(z));
+    const gc = f('chunked');
+    const gr = f('recurrent');
+    expect(allFinite(gc)).toBe(true);
+    expect(relRms(gc, gr)).toBeLessThan(1e-5);
+    z.dispose();
+    disposeSeq(seq);
+  });
+});

@@ -106,17 +106,33 @@ export function ropeCosSin(config: ModelConfig, positions: number[]): { cos: tf.
   return { cos: tf.tensor2d(cos, [positions.length, d]), sin: tf.tensor2d(sin, [positions.length, d]) };
 }
 
+/** rotate_half as a matrix: x · R = [-x2, x1] for a head vector x = [x1, x2]. Cached per head size. */
+const rotateHalfMatrices = new Map<number, Float32Array>();
+function rotateHalfMatrix(headDim: number): Float32Array {
+  let r = rotateHalfMatrices.get(headDim);
+  if (!r) {
+    const half = headDim / 2;
+    r = new Float32Array(headDim * headDim);
+    for (let j = 0; j < half; j++) {
+      r[(j + half) * headDim + j] = -1; // output j takes -x[j + half]
+      r[j * headDim + j + half] = 1; // output j + half takes x[j]
+    }
+    rotateHalfMatrices.set(headDim, r);
+  }
+  return r;
+}
+
 /**
  * Rotary embedding in HF rotate-half form: x·cos + rotate_half(x)·sin per head, with
  * rotate_half([x1, x2]) = [-x2, x1]. x [T, nHeads*headDim], cos/sin [T, headDim].
+ * rotate_half is a product with a signed permutation matrix (exact: one nonzero term per output),
+ * one fast 2-D matmul instead of split/neg/concat, which cost more in tfjs-wasm.
  */
 export function applyRope(x: tf.Tensor2D, nHeads: number, headDim: number, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => {
     const T = x.shape[0];
-    const half = headDim / 2;
+    const rotated = tf.reshape(tf.matMul(tf.reshape(x, [T * nHeads, headDim]), tf.tensor2d(rotateHalfMatrix(headDim), [headDim, headDim])), [T, nHeads, headDim]);
     const heads = tf.reshape(x, [T, nHeads, headDim]);
-    const [x1, x2] = tf.split(heads, [half, half], 2);
-    const rotated = tf.concat([tf.neg(x2), x1], 2);
     const c = tf.reshape(cos, [T, 1, headDim]);
     const s = tf.reshape(sin, [T, 1, headDim]);
     return tf.reshape(tf.add(tf.mul(heads, c), tf.mul(rotated, s)), [T, nHeads * headDim]) as tf.Tensor2D;

@@ -10,12 +10,10 @@
  * (`hf/` and `symb-*`/, like ../shared/models/stories260k) — then hf/ is the teacher and the
  * `.symb` conversion the student.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeJsonAtomic } from './atomic.ts';
 import { fail } from './errors.ts';
-import { cacheDir, CONFIGS_DIR, PROJECT_ROOT } from './paths.ts';
+import { CONFIGS_DIR, PROJECT_ROOT } from './paths.ts';
 
 export const MODELS_CONFIG_DIR = path.join(CONFIGS_DIR, 'models');
 
@@ -235,72 +233,4 @@ export function resolveModel(nameOrDir: string, opts: { teacher?: string; roots?
     resolved = { ...resolved, teacherDir: resolved.studentDir };
   }
   return resolved;
-}
-
-// --- Content hashes of model directories --------------------------------------------------------
-
-/** Every regular file under `dir` (following no symlinked directories), sorted by relative path. */
-function listFiles(dir: string, rel = ''): string[] {
-  const out: string[] = [];
-  for (const e of fs.readdirSync(path.join(dir, rel), { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
-    if (e.name.startsWith('.')) continue; // temp files of atomic writes, editor droppings
-    const r = rel ? `${rel}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...listFiles(dir, r));
-    else if (e.isFile() || e.isSymbolicLink()) out.push(r);
-  }
-  return out;
-}
-
-function sha256File(file: string): string {
-  const h = crypto.createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(1 << 24);
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest('hex');
-}
-
-/**
- * Content hash of a model directory: sha256 over (relative path, sha256 of the file) of every file.
- * File hashes are memoised in the cache directory by (path, size, mtime), so multi-GB checkpoints
- * are read once, not on every run.
- */
-export function modelContentHash(dir: string): string {
-  const root = path.resolve(dir);
-  const memoFile = path.join(cacheDir(), 'file-hashes.json');
-  let memo: Record<string, string> = {};
-  try {
-    memo = JSON.parse(fs.readFileSync(memoFile, 'utf8')) as Record<string, string>;
-  } catch {
-    memo = {};
-  }
-  let changed = false;
-  const h = crypto.createHash('sha256');
-  for (const rel of listFiles(root)) {
-    const file = path.join(root, rel);
-    const st = fs.statSync(file);
-    const key = `${file}|${st.size}|${st.mtimeMs}`;
-    let fileHash = memo[key];
-    if (!fileHash) {
-      fileHash = sha256File(file);
-      memo[key] = fileHash;
-      changed = true;
-    }
-    h.update(`${rel}\0${fileHash}\n`);
-  }
-  if (changed) {
-    try {
-      writeJsonAtomic(memoFile, memo);
-    } catch {
-      // the memo is an optimisation; a read-only cache directory only costs re-hashing
-    }
-  }
-  return h.digest('hex');
 }

@@ -111,8 +111,9 @@ export function gateRecurrentStep(
     const D = q.shape[0];
     const g = typeof logGate === 'number' ? Math.exp(logGate) : tf.exp(logGate);
     const oneMinusG = typeof logOneMinusGate === 'number' ? Math.exp(logOneMinusGate) : tf.exp(logOneMinusGate);
-    const outer = tf.matMul(tf.reshape(kHat, [D, 1]), tf.reshape(vHat, [1, D]));
-    const next = tf.add(tf.mul(state, g), tf.mul(outer, oneMinusG)) as tf.Tensor2D;
+    // (1−g)·k̂ v̂ᵀ as an outer product of the scaled k̂ (three passes over D² values per token, not four)
+    const update = tf.mul(tf.reshape(tf.mul(kHat, oneMinusG), [D, 1]), tf.reshape(vHat, [1, D]));
+    const next = tf.add(tf.mul(state, g), update) as tf.Tensor2D;
     const r = tf.reshape(tf.matMul(tf.reshape(q, [1, D]), next), [D]) as tf.Tensor1D;
     return { r, state: next };
   });
@@ -122,11 +123,12 @@ export function gateRecurrentStep(
 export function gateRecurrent(seq: GateSequence, initialState?: tf.Tensor2D | null): GateResult {
   return tf.tidy(() => {
     const [T, D] = seq.q.shape;
-    const qs = tf.unstack(seq.q) as tf.Tensor1D[];
-    const ks = tf.unstack(seq.kHat) as tf.Tensor1D[];
-    const vs = tf.unstack(seq.vHat) as tf.Tensor1D[];
-    const lgs = tf.unstack(seq.logGate) as tf.Scalar[];
-    const l1ms = tf.unstack(seq.logOneMinusGate) as tf.Scalar[];
+    const qs = splitChunks<tf.Tensor1D>(seq.q);
+    const ks = splitChunks<tf.Tensor1D>(seq.kHat);
+    const vs = splitChunks<tf.Tensor1D>(seq.vHat);
+    const lgs = splitChunks<tf.Scalar>(seq.logGate);
+    const l1ms = splitChunks<tf.Scalar>(seq.logOneMinusGate);
+    if (T === 0) return { r: tf.zeros([0, D]) as tf.Tensor2D, state: initialState ? tf.clone(initialState) : (tf.zeros([D, D]) as tf.Tensor2D) };
     let state: tf.Tensor2D = initialState ?? (tf.zeros([D, D]) as tf.Tensor2D);
     const rs: tf.Tensor1D[] = [];
     for (let t = 0; t < T; t++) {
@@ -134,7 +136,7 @@ export function gateRecurrent(seq: GateSequence, initialState?: tf.Tensor2D | nu
       rs.push(step.r);
       state = step.state;
     }
-    return { r: (T > 0 ? tf.stack(rs) : tf.zeros([0, D])) as tf.Tensor2D, state };
+    return { r: tf.stack(rs) as tf.Tensor2D, state };
   });
 }
 
@@ -186,12 +188,33 @@ function segmentSums(x: tf.Tensor2D): tf.Tensor3D {
   return tf.add(tf.cumsum(terms, 2), causalMask) as tf.Tensor3D;
 }
 
+/**
+ * x [N, ...] -> N tensors [...]. (tf.unstack over an axis of size 1 has a broken gradient in
+ * tfjs-core 4.22: the tape hands Unpack's gradient a tensor instead of a list.)
+ */
+function splitChunks<T extends tf.Tensor>(x: tf.Tensor): T[] {
+  return (x.shape[0] === 1 ? [tf.reshape(x, x.shape.slice(1))] : tf.unstack(x)) as T[];
+}
+
 function padRows<T extends tf.Tensor>(x: T, extra: number): T {
   if (extra === 0) return x;
   const pad: Array<[number, number]> = x.shape.map((_, i) => (i === 0 ? [0, extra] : [0, 0]) as [number, number]);
   return tf.pad(x, pad) as T;
 }
 
+/**
+ * The chunked-parallel gate. Per chunk n of C tokens (state M entering it, M = 0 at first):
+ *
+ *   r_n     = (Q_n K̂_nᵀ ⊙ W_n) V̂_n  +  diag(Π_{u≤t} g_u) · Q_n M          (intra + carried)
+ *   M_next  = (Π_{u∈n} g_u) · M  +  (K̂_n ⊙ w_end)ᵀ V̂_n                    (state after chunk n)
+ *
+ * with W_n[t, s] = w_{t,s} inside the chunk and w_end[s] = w_{C-1,s}. The per-token decays of all
+ * chunks are computed at once ([N, C, C] segment sums); the chunks are then walked in order with
+ * plain 2-D matmuls (no transpose flags, no batch): tfjs-backend-wasm runs exactly those on
+ * XNNPACK and everything else in a scalar loop. Cost ~2·T·C·D for the intra part and ~2·T·D²
+ * for the carried state, which a sequence of one chunk does not need unless the final state is
+ * asked for.
+ */
 function chunkedImpl(seq: GateSequence, chunkSize: number, initialState: tf.Tensor2D | null, wantState: boolean): { r: tf.Tensor2D; state: tf.Tensor2D | null } {
   const [T, D] = seq.q.shape;
   if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new Error(`chunk size must be a positive integer, got ${chunkSize}`);
@@ -201,55 +224,42 @@ function chunkedImpl(seq: GateSequence, chunkSize: number, initialState: tf.Tens
   const extra = N * C - T;
   // Padding tokens (at the end only) have k̂ = v̂ = 0 and log g = log(1−g) = 0: they add nothing to
   // the state, do not decay it, and their outputs are dropped.
-  const Q = tf.reshape(padRows(seq.q, extra), [N, C, D]) as tf.Tensor3D;
-  const K = tf.reshape(padRows(seq.kHat, extra), [N, C, D]) as tf.Tensor3D;
-  const V = tf.reshape(padRows(seq.vHat, extra), [N, C, D]) as tf.Tensor3D;
+  const q = padRows(seq.q, extra);
+  const kT = tf.transpose(padRows(seq.kHat, extra)) as tf.Tensor2D; // [D, N·C]: k̂ᵀ, sliced per chunk
+  const v = padRows(seq.vHat, extra);
   const logGate = tf.reshape(padRows(seq.logGate, extra), [N, C]) as tf.Tensor2D;
   const logOneMinusGate = tf.reshape(padRows(seq.logOneMinusGate, extra), [N, C]) as tf.Tensor2D;
 
-  // Intra-chunk, source-major [N, s, t]: log w = log(1−g_s) + Σ_{s<u≤t} log g_u (≤ 0; MASKED for t < s).
+  // log w = log(1−g_s) + Σ_{s<u≤t} log g_u, source-major [N, s, t] (≤ 0; MASKED where t < s).
   const logW = tf.add(segmentSums(logGate), tf.reshape(logOneMinusGate, [N, C, 1])) as tf.Tensor3D;
-  const scores = tf.matMul(K, Q, false, true); // k̂_s·q_t, [N, s, t]
-  let r = tf.matMul(tf.mul(scores, tf.exp(logW)), V, true, false) as tf.Tensor3D; // Σ_s w (q_t·k̂_s) v̂_s, [N, t, D]
+  const weights = splitChunks<tf.Tensor2D>(tf.transpose(tf.exp(logW), [0, 2, 1])); // per chunk [t, s]
 
-  const needCarry = N > 1 || initialState !== null;
-  let state: tf.Tensor2D | null = null;
-  if (needCarry || wantState) {
-    // Chunks whose end-of-chunk state is needed: all but the last, plus the last for the final state.
-    const nStates = wantState ? N : N - 1;
-    // Π g over each chunk, in log space.
-    const chunkLogDecay = tf.sum(logGate, 1) as tf.Tensor1D; // [N]
-    let afterChunk: tf.Tensor3D | null = null; // M at the end of chunks 0..nStates-1, [nStates, D, D]
-    if (nStates > 0) {
-      // Chunk m's own contribution to the state at its end: Σ_s w[s, C-1] k̂_s v̂_sᵀ.
-      const endWeights = tf.exp(tf.slice(logW, [0, 0, C - 1], [nStates, C, 1])); // [nStates, C, 1]
-      const weightedK = tf.mul(tf.slice(K, [0, 0, 0], [nStates, C, D]), endWeights);
-      const own = tf.matMul(weightedK, tf.slice(V, [0, 0, 0], [nStates, C, D]), true, false); // [nStates, D, D]
-      // State after chunk i = Σ_{m≤i} (Π g over chunks m+1..i) · own[m]  (+ Π g over chunks 0..i · M_init).
-      const decays = tf.exp(segmentSums(tf.reshape(tf.slice(chunkLogDecay, [0], [nStates]), [1, nStates]))); // [1, m, i]
-      afterChunk = tf.reshape(tf.matMul(tf.reshape(decays, [nStates, nStates]), tf.reshape(own, [nStates, D * D]), true, false), [nStates, D, D]) as tf.Tensor3D;
-      if (initialState) {
-        const initDecay = tf.exp(tf.cumsum(tf.slice(chunkLogDecay, [0], [nStates]))); // [nStates]
-        afterChunk = tf.add(afterChunk, tf.mul(tf.reshape(initDecay, [nStates, 1, 1]), initialState)) as tf.Tensor3D;
-      }
+  const carry = N > 1 || initialState !== null;
+  const lastWithState = wantState ? N - 1 : N - 2; // the state after chunk n is needed for n ≤ this
+  // Π_{u≤t} g_u within each chunk (reads of the carried state), [C, 1] per chunk.
+  const withinDecay = carry ? splitChunks<tf.Tensor2D>(tf.reshape(tf.exp(tf.cumsum(logGate, 1)), [N, C, 1])) : [];
+  // w_{C-1, s}: weight of token s in the state at the end of its chunk, [1, C] per chunk.
+  const endWeights = lastWithState >= 0 ? splitChunks<tf.Tensor2D>(tf.reshape(tf.exp(tf.slice(logW, [0, 0, C - 1], [N, C, 1])), [N, 1, C])) : [];
+  // Π g over each chunk.
+  const chunkDecay = lastWithState >= 0 && (initialState || N > 1) ? splitChunks<tf.Scalar>(tf.exp(tf.sum(logGate, 1))) : [];
+
+  let state: tf.Tensor2D | null = initialState;
+  const outputs: tf.Tensor2D[] = [];
+  for (let n = 0; n < N; n++) {
+    const qn = tf.slice(q, [n * C, 0], [C, D]);
+    const kTn = tf.slice(kT, [0, n * C], [D, C]);
+    const vn = tf.slice(v, [n * C, 0], [C, D]);
+    let rn: tf.Tensor2D = tf.matMul(tf.mul(tf.matMul(qn, kTn), weights[n]) as tf.Tensor2D, vn);
+    if (state) rn = tf.add(rn, tf.mul(tf.matMul(qn, state), withinDecay[n])) as tf.Tensor2D;
+    if (n <= lastWithState) {
+      const own = tf.matMul(tf.mul(kTn, endWeights[n]) as tf.Tensor2D, vn); // Σ_s w_end[s] k̂_s v̂_sᵀ, [D, D]
+      state = state ? (tf.add(tf.mul(state, chunkDecay[n]), own) as tf.Tensor2D) : (own as tf.Tensor2D);
     }
-    if (needCarry) {
-      // Carried state entering each chunk, read by its queries with decay Π_{u≤t} g_u.
-      const carried: tf.Tensor3D[] = [];
-      if (initialState) carried.push(tf.reshape(initialState, [1, D, D]));
-      if (N > 1) carried.push(tf.slice(afterChunk!, [0, 0, 0], [N - 1, D, D]));
-      const entering = carried.length === 1 ? carried[0] : tf.concat(carried, 0); // chunks first..N-1
-      const first = initialState ? 0 : 1;
-      const count = N - first;
-      const withinDecay = tf.exp(tf.cumsum(tf.slice(logGate, [first, 0], [count, C]), 1)); // [count, C]
-      const fromState = tf.mul(tf.matMul(tf.slice(Q, [first, 0, 0], [count, C, D]), entering), tf.reshape(withinDecay, [count, C, 1]));
-      r = tf.add(r, first === 0 ? fromState : tf.pad(fromState, [[1, 0], [0, 0], [0, 0]])) as tf.Tensor3D;
-    }
-    if (wantState) state = tf.reshape(tf.slice(afterChunk!, [N - 1, 0, 0], [1, D, D]), [D, D]) as tf.Tensor2D;
+    outputs.push(rn);
   }
-  let out = tf.reshape(r, [N * C, D]) as tf.Tensor2D;
-  if (extra > 0) out = tf.slice(out, [0, 0], [T, D]);
-  return { r: out, state };
+  let r = (N === 1 ? outputs[0] : tf.concat(outputs, 0)) as tf.Tensor2D;
+  if (extra > 0) r = tf.slice(r, [0, 0], [T, D]);
+  return { r, state: wantState ? state : null };
 }
 
 /**

@@ -59,7 +59,16 @@ export function barWithErrors(
     hi: r.value + r.stderr,
   }));
   const grouped = rows.some((r) => r.group !== undefined);
-  const y = { field: 'value', type: 'quantitative', title: yTitle + (log ? ' (log scale)' : ''), scale: log ? { type: 'log' } : { zero: true } };
+  // On a log scale a bar cannot start at 0: it starts at the decade below the smallest value.
+  const floor = log ? 10 ** Math.floor(Math.log10(Math.min(...values.map((v) => v.lo)))) : 0;
+  const ceil = log ? 10 ** Math.ceil(Math.log10(Math.max(...values.map((v) => v.hi)))) : 0;
+  const y = {
+    field: 'value',
+    type: 'quantitative',
+    title: yTitle + (log ? ' (log scale)' : ''),
+    scale: log ? { type: 'log', domain: [floor, ceil] } : { zero: true },
+  };
+  const baseline = log ? { y2: { datum: floor } } : {};
   const x = grouped
     ? { field: 'group', type: 'nominal', title: null, axis: { labelAngle: 0, labelLimit: 160 } }
     : { field: 'label', type: 'nominal', title: null, sort: null, axis: { labelAngle: -20, labelLimit: 200 } };
@@ -75,7 +84,7 @@ export function barWithErrors(
   return {
     ...base(title, values),
     layer: [
-      { mark: { type: 'bar', tooltip: true }, encoding: { x, ...xOffset, y, color } },
+      { mark: { type: 'bar', tooltip: true }, encoding: { x, ...xOffset, y, ...baseline, color } },
       { mark: { type: 'rule', color: '#333' }, encoding: { x, ...xOffset, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } } },
     ],
   };

@@ -295,7 +295,7 @@ export function compareCharts(runs: CompareRun[], c: CompareResult): Chart[] {
   const layers = runs.flatMap((run) =>
     run.report.configurations
       .filter((cfg) => cfg.name !== reference(run))
-      .flatMap((cfg) => (cfg.hidden ?? []).map((h) => ({ series: series(run, cfg.name), x: h.hidden - 1, y: h.rel_mse }))),
+      .flatMap((cfg) => (cfg.hidden ?? []).filter((h) => h.hidden > 0).map((h) => ({ series: series(run, cfg.name), x: h.hidden - 1, y: h.rel_mse }))),
   );
   if (layers.length > 0) {
     charts.push({ id: 'layers', title: 'Per-layer error', spec: lines('Hidden-state relative MSE after each layer', layers, { xTitle: 'layer', yTitle: 'relative MSE (log scale)', yLog: true, xInteger: true }) });
@@ -316,6 +316,7 @@ export function renderCompareMarkdown(c: CompareResult): string {
 export async function writeComparison(outDir: string, runs: CompareRun[], c: CompareResult): Promise<{ json: string; md: string; html: string }> {
   const safe = jsonSafe(c);
   const paths = { json: path.join(outDir, 'compare.json'), md: path.join(outDir, 'compare.md'), html: path.join(outDir, 'compare.html') };
+  fs.rmSync(paths.json, { force: true });
   writeFileAtomic(paths.md, renderCompareMarkdown(safe) + '\n');
   const meta = [`baseline: ${c.baseline}`, ...c.warnings.map((w) => `warning: ${w}`)];
   const tables = [runsTable(c), compareTable(c), flagsTable(c)].filter((t): t is Table => t !== null);

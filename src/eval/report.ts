@@ -4,6 +4,7 @@
  * charts rendered in Node, no scripts, no network). Each file is written atomically; report.json
  * last, so a directory with a report.json holds a complete report.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../core/atomic.ts';
 import { barWithErrors, lines, renderSvg, type Chart } from './charts.ts';
@@ -52,12 +53,16 @@ export interface WeightsInfo {
 export interface MemoryReport {
   /** Context lengths (tokens) of the memory table. */
   contexts: number[];
-  /** Bytes per stored element (the accounting's assumption, e.g. 4 for float32, 2 for fp16). */
-  bytes_per_element: number;
+  /** Bytes per KV-cache element assumed (2: fp16/bf16, as HF holds the cache). */
+  kv_bytes_per_element: number;
+  /** Bytes per gate-state element assumed (4: float32, as the engine holds it). */
+  state_bytes_per_element: number;
   /** KV-cache bytes per token per softmax-attention layer. */
   kv_bytes_per_token_per_layer: number;
   /** Gate-state (M) bytes per gated layer, independent of context. */
   state_bytes_per_layer: number;
+  /** Context length from which one gate state is smaller than the KV cache it replaces (null: never). */
+  break_even_context: number | null;
   notes: string;
 }
 
@@ -225,7 +230,7 @@ export function hiddenTable(r: EvalReport): Table | null {
   const indices = [...new Set(withHidden.flatMap((c) => c.hidden!.map((h) => h.hidden)))].sort((a, b) => a - b);
   return {
     title: 'Hidden states per layer (relative MSE / mean cosine vs the teacher)',
-    header: ['configuration', ...indices.map((i) => `after layer ${i - 1}`)],
+    header: ['configuration', ...indices.map((i) => (i === 0 ? 'embeddings' : `after layer ${i - 1}`))],
     rows: withHidden.map((c) => [
       c.name,
       ...indices.map((i) => {
@@ -258,13 +263,21 @@ export function memoryTable(r: EvalReport): Table | null {
     header: ['configuration', ...r.memory.contexts.map((t) => `${t} tokens`)],
     rows: cfgs.map((c) => [c.name, ...c.memory_bytes!.map(bytes)]),
     note:
-      `KV cache ${bytes(r.memory.kv_bytes_per_token_per_layer)} per token per softmax layer; gate state ${bytes(r.memory.state_bytes_per_layer)} per gated layer ` +
-      `(${r.memory.bytes_per_element} bytes per element). ${r.memory.notes}`,
+      `KV cache ${bytes(r.memory.kv_bytes_per_token_per_layer)} per token per softmax layer; gate state ${bytes(r.memory.state_bytes_per_layer)} per gated layer. ` +
+      r.memory.notes,
+  };
+}
+
+export function configurationsTable(r: EvalReport): Table {
+  return {
+    title: 'Configurations',
+    header: ['configuration', 'weights', 'what it is', 'tokens', 'seconds'],
+    rows: r.configurations.map((c) => [c.name, c.weights, c.description, String(c.tokens), fmt(c.wall_s, 3)]),
   };
 }
 
 export function reportTables(r: EvalReport): Table[] {
-  return [summaryTable(r), kldTable(r), hiddenTable(r), positionTable(r), memoryTable(r)].filter((t): t is Table => t !== null);
+  return [summaryTable(r), configurationsTable(r), kldTable(r), hiddenTable(r), positionTable(r), memoryTable(r)].filter((t): t is Table => t !== null);
 }
 
 // ---------------------------------------------------------------- charts
@@ -318,7 +331,8 @@ export function reportCharts(r: EvalReport): Chart[] {
         spec: lines('Mean KLD vs position in the window', pos, { xTitle: 'position of the predicting token', yTitle: 'mean KLD (nats)', yLog: span > 100, colorDomain }),
       });
     }
-    const layerRows = others.flatMap((c) => (c.hidden ?? []).map((h) => ({ series: c.name, x: h.hidden - 1, y: h.rel_mse })));
+    // x = layer l (hidden state after it, hidden.{l+1}); the embeddings (hidden.0) are in the table only.
+    const layerRows = others.flatMap((c) => (c.hidden ?? []).filter((h) => h.hidden > 0).map((h) => ({ series: c.name, x: h.hidden - 1, y: h.rel_mse })));
     if (layerRows.length > 0) {
       charts.push({
         id: 'layers',
@@ -330,7 +344,7 @@ export function reportCharts(r: EvalReport): Chart[] {
         title: 'Per-layer cosine',
         spec: lines(
           'Hidden-state cosine similarity after each layer',
-          others.flatMap((c) => (c.hidden ?? []).map((h) => ({ series: c.name, x: h.hidden - 1, y: h.cosine }))),
+          others.flatMap((c) => (c.hidden ?? []).filter((h) => h.hidden > 0).map((h) => ({ series: c.name, x: h.hidden - 1, y: h.cosine }))),
           { xTitle: 'layer', yTitle: 'mean cosine similarity', xInteger: true, colorDomain },
         ),
       });
@@ -448,10 +462,15 @@ export function jsonSafe<T>(x: T): T {
   return JSON.parse(JSON.stringify(x, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v)));
 }
 
-/** Write report.md, report.html, then report.json (each atomically). Returns the paths. */
+/**
+ * Write report.md, report.html, then report.json (each atomically; an older report.json is removed
+ * first, so an interrupted write never leaves a report.json beside files it does not describe).
+ */
 export async function writeReport(dir: string, report: EvalReport): Promise<{ json: string; md: string; html: string }> {
   const r = jsonSafe(report);
   const paths = { json: path.join(dir, 'report.json'), md: path.join(dir, 'report.md'), html: path.join(dir, 'report.html') };
+  // An older report.json would vouch for the new md/html if we stopped half-way: drop it first.
+  fs.rmSync(paths.json, { force: true });
   writeFileAtomic(paths.md, renderMarkdown(r) + '\n');
   writeFileAtomic(paths.html, await renderHtml(r));
   writeFileAtomic(paths.json, JSON.stringify(r, null, 2) + '\n');

@@ -23,11 +23,12 @@ import { backendInfo } from '../core/backend.ts';
 import { checkSequences, sha256Hex, type Corpus } from '../core/corpus.ts';
 import { fail } from '../core/errors.ts';
 import { resolveModel, type ResolvedModel } from '../core/registry.ts';
-import type { ModelConfig } from '../formats/config.ts';
+import { qDim, type ModelConfig } from '../formats/config.ts';
 import { openModel } from '../formats/openModel.ts';
 import { loadTokenizer } from '../formats/tokenizer.ts';
 import type { ModelWeights } from '../formats/weights.ts';
 import { readAdapter, type Adapter } from '../engine/adapter.ts';
+import { breakEvenContext, cachedPositions, DEFAULT_KV_BYTES, DEFAULT_STATE_BYTES, gateStateBytesPerLayer, kvBytesPerTokenPerLayer } from '../engine/memory.ts';
 import { studentPrefill, type RestPolicy } from '../engine/student.ts';
 import { teacherPrefill } from '../teacher/teacher.ts';
 import type { PrefillResult } from '../teacher/teacher.ts';
@@ -56,7 +57,7 @@ export interface RunEvalOptions {
   batchTokens?: number;
   /** Progress and log lines (default: silent). */
   log?: (line: string) => void;
-  /** Called after each configuration finished a batch: done/total units and tokens fed. */
+  /** Called once with done = 0 before the first batch, then after each configuration finished a batch (units done/total, tokens fed). */
   progress?: (done: number, total: number, tokens: number, status: string) => void;
 }
 
@@ -88,28 +89,33 @@ function weightsInfo(w: ModelWeights): WeightsInfo {
 }
 
 /**
- * Attention memory of one sequence at each context length, per configuration: softmax layers hold
- * a KV cache (2 · kv_heads · head_dim values per token), gated layers one D_q × D_q state whatever
- * the context. float32 (4 bytes per value), as the decoders hold them.
+ * Attention memory of one sequence at each context length, per configuration, from the student
+ * engine's accounting (src/engine/memory.ts): softmax layers hold a KV cache (capped by a sliding
+ * window), gated layers one D_q × D_q state whatever the context.
  */
 export function attentionMemory(c: ModelConfig, layersPerConfiguration: LayerPolicy[][], contexts: number[]): { perConfiguration: number[][]; report: MemoryReport } {
-  const bytesPerElement = 4;
-  const kvPerToken = 2 * c.numKvHeads * c.headDim * bytesPerElement;
-  const dq = c.numHeads * c.headDim;
-  const state = dq * dq * bytesPerElement;
+  const kvPerToken = kvBytesPerTokenPerLayer(c, DEFAULT_KV_BYTES);
+  const state = gateStateBytesPerLayer(c, DEFAULT_STATE_BYTES);
   const perConfiguration = layersPerConfiguration.map((layers) => {
     const softmax = layers.filter((p) => p === 'teacher').length;
     const gated = layers.length - softmax;
-    return contexts.map((t) => softmax * t * kvPerToken + gated * state);
+    return contexts.map((t) => softmax * cachedPositions(c, t) * kvPerToken + gated * state);
   });
+  const breakEven = breakEvenContext(c);
   return {
     perConfiguration,
     report: {
       contexts,
-      bytes_per_element: bytesPerElement,
+      kv_bytes_per_element: DEFAULT_KV_BYTES,
+      state_bytes_per_element: DEFAULT_STATE_BYTES,
       kv_bytes_per_token_per_layer: kvPerToken,
       state_bytes_per_layer: state,
-      notes: `KV cache = 2 · ${c.numKvHeads} kv heads · ${c.headDim} head_dim values per token; gate state = D_q² with D_q = ${dq}. The KV cache overtakes one gate state at ${Math.ceil(state / kvPerToken)} tokens.`,
+      break_even_context: Number.isFinite(breakEven) ? breakEven : null,
+      notes:
+        `KV cache = 2 · ${c.numKvHeads} kv heads · ${c.headDim} head_dim values per token (${DEFAULT_KV_BYTES}-byte, as HF holds it)` +
+        (c.slidingWindow !== null ? `, at most ${c.slidingWindow} positions (sliding window)` : '') +
+        `; gate state = D_q² values with D_q = ${qDim(c)} (${DEFAULT_STATE_BYTES}-byte float32). ` +
+        (Number.isFinite(breakEven) ? `One gate state is smaller than the KV cache it replaces from ${breakEven} tokens on.` : 'The sliding window keeps the KV cache below one gate state.'),
     },
   };
 }
@@ -136,6 +142,19 @@ export function batchWindows(windows: EvalWindow[], maxTokens: number): EvalWind
   }
   if (cur.length > 0) batches.push(cur);
   return batches;
+}
+
+/** Non-finite logits would poison every statistic silently: stop and say where. */
+function checkFinite(name: string, batch: EvalWindow[], out: PrefillResult, vocab: number): void {
+  batch.forEach((w, s) => {
+    const logits = out.logits[s]!;
+    for (let i = 0; i < logits.length; i++) {
+      if (!Number.isFinite(logits[i]!)) {
+        const t = Math.floor(i / vocab);
+        fail(null, `configuration '${name}' produced a non-finite logit (${logits[i]}) in document ${w.doc} at window position ${t} (token ${w.offset + t}); its weights or adapter hold NaN/Inf or overflow`);
+      }
+    }
+  });
 }
 
 /** Tokenize a suite's corpora and cut them into windows. */
@@ -266,6 +285,7 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
     const batches = batchWindows(windows, batchTokens);
     const totalUnits = batches.length * plans.length;
     let done = 0;
+    opts.progress?.(0, totalUnits, 0, 'starting');
 
     for (const batch of batches) {
       const seqs = batch.map((w) => w.ids);
@@ -274,6 +294,7 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
       for (const plan of plans) {
         const t = performance.now();
         const out = plan.run(seqs, wantHidden);
+        checkFinite(plan.name, batch, out, c.vocabSize);
         if (plan.name === 'teacher') ref = out;
         const a = acc.get(plan.name)!;
         const h = hid.get(plan.name)!;

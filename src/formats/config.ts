@@ -5,6 +5,7 @@
  * a clear error instead.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { fail } from '../core/errors.ts';
 
 export type Architecture = 'llama' | 'mistral' | 'qwen2';
@@ -230,4 +231,32 @@ export function readJsonFile(file: string): Json {
   } catch (e) {
     fail(file, `invalid JSON (${(e as Error).message})`);
   }
+}
+
+function isWithin(root: string, p: string): boolean {
+  const rel = path.relative(root, p);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/**
+ * A model directory's files must live inside it. Model directories come from the internet; one
+ * whose weight or config file is a symlink (or sits under a symlinked directory) resolving outside
+ * the directory could make us read, and print facts about, any file on the machine — so such a
+ * file is refused, naming it. The one exception is the Hugging Face hub cache, whose
+ * `<repo>/snapshots/<rev>/` files link to `<repo>/blobs/`. A file that does not exist passes:
+ * whoever opens it reports that.
+ */
+export function requireInsideModelDir(modelDir: string, file: string): void {
+  let real: string;
+  let root: string;
+  try {
+    real = fs.realpathSync(file);
+    root = fs.realpathSync(modelDir);
+  } catch {
+    return;
+  }
+  if (isWithin(root, real)) return;
+  const snapshots = path.dirname(root);
+  if (path.basename(snapshots) === 'snapshots' && isWithin(path.join(path.dirname(snapshots), 'blobs'), real)) return;
+  fail(file, `resolves (through a symlink) to ${real}, outside the model directory ${modelDir}; refusing to read it`);
 }

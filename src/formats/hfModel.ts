@@ -1,13 +1,16 @@
 /**
  * A Hugging Face checkpoint directory (config.json + safetensors, single or sharded) as
  * ModelWeights. Tensors are read one at a time on demand; every shape is checked against the
- * config so a mismatched checkpoint is an error, never a silently wrong model.
+ * config and every value must be finite, so a mismatched or corrupt checkpoint is an error naming
+ * the file and tensor, never a silently wrong model.
  */
 import path from 'node:path';
 import { fail } from '../core/errors.ts';
-import { type ModelConfig, parseHfConfig, readJsonFile, qDim, kvDim } from './config.ts';
-import { SafetensorsCheckpoint } from './safetensors.ts';
+import { type ModelConfig, parseHfConfig, readJsonFile, qDim, kvDim, requireInsideModelDir } from './config.ts';
+import { SafetensorsCheckpoint, type StDtype, requireFiniteWeights } from './safetensors.ts';
 import type { LayerWeights, Matrix, ModelWeights } from './weights.ts';
+
+const FLOAT_DTYPES: StDtype[] = ['F32', 'F16', 'BF16', 'F64'];
 
 export class HfWeights implements ModelWeights {
   readonly config: ModelConfig;
@@ -18,9 +21,41 @@ export class HfWeights implements ModelWeights {
 
   constructor(dir: string) {
     this.dir = dir;
-    this.config = parseHfConfig(readJsonFile(path.join(dir, 'config.json')), path.join(dir, 'config.json'));
+    const configFile = path.join(dir, 'config.json');
+    requireInsideModelDir(dir, configFile);
+    this.config = parseHfConfig(readJsonFile(configFile), configFile);
     this.ckpt = SafetensorsCheckpoint.open(dir);
     this.storage = this.ckpt.info('model.embed_tokens.weight').dtype;
+    for (const [name, shape] of this.expectedTensors()) this.checkShape(name, shape);
+  }
+
+  /**
+   * Every tensor the config implies, with its shape. Checked against the headers at open (cheap),
+   * so a checkpoint missing a tensor of its last layer fails before any work, naming it.
+   */
+  private expectedTensors(): [string, number[]][] {
+    const c = this.config;
+    const D = c.hiddenSize;
+    const I = c.intermediateSize;
+    const out: [string, number[]][] = [['model.embed_tokens.weight', [c.vocabSize, D]], ['model.norm.weight', [D]]];
+    if (!c.tieWordEmbeddings) out.push(['lm_head.weight', [c.vocabSize, D]]);
+    for (let l = 0; l < c.numLayers; l++) {
+      const p = `model.layers.${l}.`;
+      out.push(
+        [p + 'input_layernorm.weight', [D]],
+        [p + 'self_attn.q_proj.weight', [qDim(c), D]],
+        [p + 'self_attn.k_proj.weight', [kvDim(c), D]],
+        [p + 'self_attn.v_proj.weight', [kvDim(c), D]],
+        [p + 'self_attn.o_proj.weight', [D, qDim(c)]],
+        [p + 'post_attention_layernorm.weight', [D]],
+        [p + 'mlp.gate_proj.weight', [I, D]],
+        [p + 'mlp.up_proj.weight', [I, D]],
+        [p + 'mlp.down_proj.weight', [D, I]],
+      );
+      const biases: [string, number][] = [['self_attn.q_proj.bias', qDim(c)], ['self_attn.k_proj.bias', kvDim(c)], ['self_attn.v_proj.bias', kvDim(c)]];
+      for (const [n, size] of biases) if (c.attentionBias || this.ckpt.has(p + n)) out.push([p + n, [size]]);
+    }
+    return out;
   }
 
   private tensor(name: string, shape: number[]): Float32Array {
@@ -28,7 +63,7 @@ export class HfWeights implements ModelWeights {
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
       fail(this.ckpt.file(name), `tensor '${name}' has shape [${info.shape.join(', ')}] but config.json implies [${shape.join(', ')}]`);
     }
-    return this.ckpt.readFloat32(name);
+    return requireFiniteWeights(this.ckpt.readFloat32(name), this.ckpt.file(name), name);
   }
   private matrix(name: string, rows: number, cols: number): Matrix {
     return { data: this.tensor(name, [rows, cols]), rows, cols };
@@ -42,7 +77,7 @@ export class HfWeights implements ModelWeights {
     for (let t = 0; t < ids.length; t++) {
       const id = ids[t]!;
       if (!Number.isInteger(id) || id < 0 || id >= V) fail(null, `token id ${id} is outside the vocabulary (0..${V - 1}) of ${this.dir}`);
-      out.set(this.ckpt.readFloat32Rows(name, id, 1), t * D);
+      out.set(requireFiniteWeights(this.ckpt.readFloat32Rows(name, id, 1), this.ckpt.file(name), name, id * D), t * D);
     }
     return out;
   }
@@ -51,7 +86,8 @@ export class HfWeights implements ModelWeights {
     const { vocabSize: V, hiddenSize: D } = this.config;
     const name = this.config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
     this.checkShape(name, [V, D]);
-    return { data: this.ckpt.readFloat32Rows(name, start, count), rows: count, cols: D };
+    const data = requireFiniteWeights(this.ckpt.readFloat32Rows(name, start, count), this.ckpt.file(name), name, start * D);
+    return { data, rows: count, cols: D };
   }
 
   finalNorm(): Float32Array {
@@ -82,6 +118,7 @@ export class HfWeights implements ModelWeights {
 
   private checkShape(name: string, shape: number[]): void {
     const info = this.ckpt.info(name);
+    if (!FLOAT_DTYPES.includes(info.dtype)) fail(this.ckpt.file(name), `tensor '${name}' has dtype ${info.dtype}; model weights must be F32, F16, BF16 or F64`);
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
       fail(this.ckpt.file(name), `tensor '${name}' has shape [${info.shape.join(', ')}] but config.json implies [${shape.join(', ')}]`);
     }

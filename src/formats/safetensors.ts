@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fail } from '../core/errors.ts';
 import { writeFileAtomic } from '../core/atomic.ts';
 import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../core/fp16.ts';
+import { requireInsideModelDir } from './config.ts';
 
 export type StDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
 
@@ -160,6 +161,20 @@ export function bytesToFloat32(bytes: Uint8Array, dtype: StDtype, what: string):
   }
 }
 
+/**
+ * Weights must be finite: a NaN or ±Inf in a checkpoint would poison every activation downstream
+ * far from its cause, so the model readers check each float tensor as they decode it and name the
+ * tensor. `flatOffset` is the flat index of values[0] in the tensor (for row reads). One pass of
+ * subtractions: x - x is 0 for every finite x and NaN otherwise.
+ */
+export function requireFiniteWeights(values: Float32Array, file: string, tensor: string, flatOffset = 0): Float32Array {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (v - v !== 0) fail(file, `tensor '${tensor}' has ${Number.isNaN(v) ? 'a NaN' : `an ${v > 0 ? '+' : '-'}Inf`} at flat index ${flatOffset + i} (weights must be finite)`);
+  }
+  return values;
+}
+
 /** Decode raw little-endian integer bytes to JS numbers (I64/U64 must fit in 2^53). */
 export function bytesToInts(bytes: Uint8Array, dtype: StDtype, what: string): number[] {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -211,7 +226,9 @@ export class SafetensorsFile {
       return fail(file, code === 'ENOENT' ? 'file not found' : `cannot open (${code})`);
     }
     try {
-      const size = fs.fstatSync(fd).size;
+      const stat = fs.fstatSync(fd);
+      if (!stat.isFile()) fail(file, 'not a regular file');
+      const size = stat.size;
       if (size < 8) fail(file, `too small to be a safetensors file (${size} bytes)`);
       const lenBytes = readExactly(fd, file, 8, 0);
       const headerLen = new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true);
@@ -298,6 +315,7 @@ export class SafetensorsCheckpoint {
     }
     const indexPath = path.join(dirOrFile, INDEX_FILE);
     if (fs.existsSync(indexPath)) {
+      requireInsideModelDir(dirOrFile, indexPath);
       let index: unknown;
       try {
         index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
@@ -309,7 +327,7 @@ export class SafetensorsCheckpoint {
       const shardOf = new Map<string, string>();
       const shards = new Set<string>();
       for (const [name, shard] of Object.entries(map as Record<string, unknown>)) {
-        if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
+        if (typeof shard !== 'string' || shard.length === 0 || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
           fail(indexPath, `tensor '${name}': shard ${JSON.stringify(shard)} is not a plain file name in this directory`);
         }
         shardOf.set(name, path.join(dirOrFile, shard));
@@ -321,6 +339,7 @@ export class SafetensorsCheckpoint {
       for (const shard of shards) {
         const file = path.join(dirOrFile, shard);
         if (!fs.existsSync(file)) fail(indexPath, `names shard '${shard}', which does not exist`);
+        requireInsideModelDir(dirOrFile, file);
         const f = ck.shard(file);
         for (const n of f.names()) {
           const prev = claimed.get(n);
@@ -333,7 +352,10 @@ export class SafetensorsCheckpoint {
       return ck;
     }
     const single = path.join(dirOrFile, 'model.safetensors');
-    if (fs.existsSync(single)) return SafetensorsCheckpoint.open(single);
+    if (fs.existsSync(single)) {
+      requireInsideModelDir(dirOrFile, single);
+      return SafetensorsCheckpoint.open(single);
+    }
     return fail(dirOrFile, `no model.safetensors or ${INDEX_FILE} in this directory`);
   }
 

@@ -6,14 +6,16 @@
  * The files carry no shapes (except int4's header), so every file is read by the shape the config
  * implies and the encoding `quantization.method` declares, and its size (and int4 header) must
  * agree — an int8 file where int4 is declared, or an lm_head of the wrong shape, is an error
- * naming the file, not a silently wrong model. Layers are dequantized one at a time on request;
+ * naming the file, not a silently wrong model; so is a NaN/Inf weight (checked as each tensor is
+ * decoded, naming it), and so is a file that resolves outside the directory. Layers are dequantized one at a time on request;
  * embedding and lm_head rows are decoded from positioned reads, so the big matrices never sit in
  * memory as float32.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { fail } from '../core/errors.ts';
-import { type ModelConfig, type RopeScalingLlama3, parseSymbConfig, readJsonFile, qDim, kvDim } from './config.ts';
+import { type ModelConfig, type RopeScalingLlama3, parseSymbConfig, readJsonFile, qDim, kvDim, requireInsideModelDir } from './config.ts';
+import { requireFiniteWeights } from './safetensors.ts';
 import {
   type SymbEncoding,
   type SymbMethod,
@@ -225,12 +227,18 @@ class RowReader {
 
   constructor(
     readonly file: string,
+    readonly hfName: string,
     readonly rows: number,
     readonly cols: number,
     readonly enc: SymbEncoding,
   ) {}
 
+  /** Rows [start, start + count), checked finite. */
   read(start: number, count: number): Float32Array {
+    return requireFiniteWeights(this.decode(start, count), this.file, this.hfName, start * this.cols);
+  }
+
+  private decode(start: number, count: number): Float32Array {
     if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > this.rows) {
       fail(this.file, `rows [${start}, ${start + count}) out of range (${this.rows} rows)`);
     }
@@ -282,6 +290,7 @@ export class SymbWeights implements ModelWeights {
   constructor(dir: string, hints: Partial<ModelConfig> = {}) {
     this.dir = dir;
     this.configFile = path.join(dir, SYMB_CONFIG_FILE);
+    requireInsideModelDir(dir, this.configFile);
     const j = readJsonFile(this.configFile);
     this.quantization = parseQuantization(j, this.configFile);
     const names = parseSymbNames(j, this.configFile);
@@ -298,9 +307,9 @@ export class SymbWeights implements ModelWeights {
     const V = this.config.vocabSize;
     const D = this.config.hiddenSize;
     const embedSpec = this.specs[0]!;
-    this.embedRows = new RowReader(path.join(dir, embedSpec.file), V, D, this.encodingOf(embedSpec));
+    this.embedRows = new RowReader(path.join(dir, embedSpec.file), embedSpec.hfName, V, D, this.encodingOf(embedSpec));
     const lmSpec = this.config.tieWordEmbeddings ? embedSpec : this.byHfName.get('lm_head.weight')!;
-    this.lmHead = new RowReader(path.join(dir, lmSpec.file), V, D, this.encodingOf(lmSpec));
+    this.lmHead = new RowReader(path.join(dir, lmSpec.file), lmSpec.hfName, V, D, this.encodingOf(lmSpec));
   }
 
   encodingOf(s: SymbTensorSpec): SymbEncoding {
@@ -310,6 +319,7 @@ export class SymbWeights implements ModelWeights {
   /** Existence, size and (int4) header of one file: a broken conversion fails at open, naming the file. */
   private checkFile(s: SymbTensorSpec): void {
     const file = path.join(this.dir, s.file);
+    requireInsideModelDir(this.dir, file);
     const size = fileSize(file);
     const head = readAt(file, Math.min(size, INT4_HEADER_BYTES), 0);
     validateSymbLayout(size, head, s.shape, this.encodingOf(s), file, SYMB_CONFIG_FILE);
@@ -326,7 +336,7 @@ export class SymbWeights implements ModelWeights {
       const code = (e as NodeJS.ErrnoException).code;
       return fail(file, code === 'ENOENT' ? 'missing .symb file' : `cannot read (${code})`);
     }
-    return decodeSymbTensor(bytes, s.shape, this.encodingOf(s), file, SYMB_CONFIG_FILE);
+    return requireFiniteWeights(decodeSymbTensor(bytes, s.shape, this.encodingOf(s), file, SYMB_CONFIG_FILE), file, hfName);
   }
 
   private matrix(hfName: string): Matrix {

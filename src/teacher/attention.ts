@@ -6,8 +6,12 @@
  * - `KvCache`: one token at a time (decoding), keys/values of earlier positions kept on the backend.
  *
  * q and k arrive with RoPE already applied. Query head i reads kv head ⌊i / nRep⌋; instead of
- * materialising repeated k/v we group the nRep query heads of each kv head together, so the
- * score matmul is [nKv, nRep*T, hd] · [nKv, T, hd]ᵀ.
+ * materialising repeated k/v we stack the nRep query heads of each kv head, so one kv head's
+ * scores are a single matmul [nRep*T, hd] · [hd, T].
+ *
+ * Speed note: tfjs-wasm runs only 2-D `matMul(a, b)` without transposes through XNNPACK; batched
+ * (rank-3) and `transposeB` matmuls take a slow generic path (5-20× slower at these shapes). So
+ * keys are transposed once to [nKv, hd, T] and each kv head is its own 2-D matmul.
  */
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -50,14 +54,13 @@ function kvHeadsFirst(x: tf.Tensor2D, s: AttentionShape): tf.Tensor3D {
 function blockMask(q0: number, q1: number, k0: number, k1: number, window: number | null): tf.Tensor2D {
   const rows = q1 - q0;
   const cols = k1 - k0;
-  const m = new Float32Array(rows * cols);
+  const m = new Float32Array(rows * cols).fill(MASKED);
   for (let i = 0; i < rows; i++) {
     const qi = q0 + i;
-    for (let j = 0; j < cols; j++) {
-      const kj = k0 + j;
-      const visible = kj <= qi && (window === null || qi - kj < window);
-      if (!visible) m[i * cols + j] = MASKED;
-    }
+    // visible keys: max(k0, qi - window + 1) ≤ kj ≤ qi
+    const first = Math.max(k0, window === null ? k0 : qi - window + 1);
+    const last = Math.min(k1 - 1, qi);
+    if (last >= first) m.fill(0, i * cols + (first - k0), i * cols + (last - k0) + 1);
   }
   return tf.tensor2d(m, [rows, cols]);
 }
@@ -72,9 +75,10 @@ export function causalAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, 
   return tf.tidy(() => {
     const T = q.shape[0];
     const nRep = s.numHeads / s.numKvHeads;
-    const scale = 1 / Math.sqrt(s.headDim);
-    const keys = kvHeadsFirst(k, s);
-    const values = kvHeadsFirst(v, s);
+    // Scale q rather than the scores: T·D multiplies instead of H·T².
+    const qScaled = tf.mul(q, 1 / Math.sqrt(s.headDim)) as tf.Tensor2D;
+    const keysT = tf.unstack(tf.transpose(tf.reshape(k, [T, s.numKvHeads, s.headDim]), [1, 2, 0])) as tf.Tensor2D[]; // per kv head [hd, T]
+    const values = tf.unstack(kvHeadsFirst(v, s)) as tf.Tensor2D[]; // per kv head [T, hd]
     const block = Math.max(1, Math.min(T, Math.floor(scoreBudget / (s.numHeads * T))));
     const outputs: tf.Tensor2D[] = [];
     for (let q0 = 0; q0 < T; q0 += block) {
@@ -82,13 +86,17 @@ export function causalAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, 
       const k0 = s.slidingWindow === null ? 0 : Math.max(0, q0 - s.slidingWindow + 1);
       const k1 = q1; // causal: no query in the block sees past q1 - 1
       const rows = q1 - q0;
-      const qBlock = groupQueries(tf.slice(q, [q0, 0], [rows, -1]), s);
-      const kBlock = tf.slice(keys, [0, k0, 0], [-1, k1 - k0, -1]);
-      const vBlock = tf.slice(values, [0, k0, 0], [-1, k1 - k0, -1]);
-      const scores = tf.reshape(tf.mul(tf.matMul(qBlock, kBlock, false, true), scale), [s.numKvHeads, nRep, rows, k1 - k0]);
-      const probs = tf.softmax(tf.add(scores, blockMask(q0, q1, k0, k1, s.slidingWindow)));
-      const out = tf.matMul<tf.Tensor3D>(tf.reshape(probs, [s.numKvHeads, nRep * rows, k1 - k0]), vBlock);
-      outputs.push(ungroup(out, rows, s));
+      const keyCount = k1 - k0;
+      const mask = blockMask(q0, q1, k0, k1, s.slidingWindow);
+      const queries = tf.unstack(groupQueries(tf.slice(qScaled, [q0, 0], [rows, -1]), s)) as tf.Tensor2D[]; // per kv head [nRep*rows, hd]
+      const perKvHead = queries.map((qg, g) => {
+        const kt = keyCount === T ? keysT[g] : tf.slice(keysT[g], [0, k0], [-1, keyCount]);
+        const vg = keyCount === T ? values[g] : tf.slice(values[g], [k0, 0], [keyCount, -1]);
+        const scores = tf.reshape(tf.matMul(qg, kt), [nRep, rows, keyCount]);
+        const probs = tf.reshape(tf.softmax(tf.add(scores, mask)), [nRep * rows, keyCount]);
+        return tf.matMul(probs, vg) as tf.Tensor2D; // [nRep*rows, hd]
+      });
+      outputs.push(ungroup(tf.stack(perKvHead) as tf.Tensor3D, rows, s));
     }
     return (outputs.length === 1 ? outputs[0] : tf.concat(outputs, 0)) as tf.Tensor2D;
   });

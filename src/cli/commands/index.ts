@@ -6,6 +6,8 @@ import { command as importLlama2c } from './import-llama2c.ts';
 import { command as fixture } from './fixture.ts';
 import { command as forward } from './forward.ts';
 import { command as generate } from './generate.ts';
+import { command as evaluate } from './eval.ts';
+import { command as compare } from './compare.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const COMMANDS: CommandModule<any, any>[] = [inspect, convert, importLlama2c, fixture, forward, generate];
+export const COMMANDS: CommandModule<any, any>[] = [inspect, convert, importLlama2c, fixture, forward, generate, evaluate, compare];

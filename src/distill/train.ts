@@ -1,0 +1,635 @@
+/**
+ * Distillation of the symbiotic adapter: the student's layer outputs are pulled toward the
+ * teacher's hidden states. The only tf.Variables are the adapter parameters (`gate_bias`,
+ * `gate_scale`, `output_scale`, `mix_alpha` of each trained layer); model weights are constant
+ * tensors.
+ *
+ *   loss = mean over trained layers l of MSE(student layer l output, teacher hidden state l+1)
+ *
+ * Input of trained layer l (`--input`):
+ * - `student` (default, as the SYNAXIM scripts): the student's own output of layer l−1, detached —
+ *   the student stream runs from the embeddings through the student (untrained layers with the
+ *   `--rest` policy), so a layer learns to work on what the student will actually feed it;
+ * - `teacher`: the teacher's hidden state l (layers independent of each other).
+ * Either way no gradient crosses layers, so one step processes the batch a layer at a time — only
+ * that layer's weights need to be on the backend — and the gradient of layer l's parameters is
+ * the gradient of its own MSE / (#layers). `--mlp-grad detached` holds the MLP output constant.
+ *
+ * Steps: AdamW, cosine learning rate over all steps, global gradient-norm clipping; the data
+ * order of epoch e is a permutation seeded by (seed, e), so a run continued from a checkpoint at
+ * any step boundary computes exactly what an uninterrupted run computes.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { seededPermutation } from '../core/corpus.ts';
+import { fail, InterruptedError, SynaximError } from '../core/errors.ts';
+import { disposeLayer, ropeCosSin, uploadLayer, type LayerTensors } from '../core/nn.ts';
+import { qDim, kvDim, type ModelConfig } from '../formats/config.ts';
+import { SafetensorsFile, writeSafetensors, type StTensorToWrite } from '../formats/safetensors.ts';
+import type { ModelWeights } from '../formats/weights.ts';
+import type { Adapter } from '../engine/adapter.ts';
+import { studentLayerForward, type AdapterPolicy, type LayerPolicy, type RestPolicy } from '../engine/student.ts';
+import { AdamW, clipGradNorm, cosineLr, type AdamWState } from './optimizer.ts';
+
+export type InputMode = 'student' | 'teacher';
+export type MlpGrad = 'exact' | 'detached';
+
+export interface TrainOptions {
+  /** Trained layers, sorted ascending. */
+  layers: number[];
+  epochs: number;
+  lr: number;
+  weightDecay: number;
+  gradClip: number;
+  batchSize: number;
+  input: InputMode;
+  mlpGrad: MlpGrad;
+  rest: RestPolicy;
+  seed: number;
+  /** Parallel-gate chunk size (default: the engine's). */
+  chunkSize?: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adapter parameters as tf.Variables
+
+const PARAM_NAMES = ['gate_bias', 'gate_scale', 'output_scale', 'mix_alpha'] as const;
+
+/** The adapter's parameters as tf.Variables (the only ones in a run), flattened per layer as [gate_bias, gate_scale, output_scale, mix_alpha]. */
+export class AdapterVariables {
+  readonly layers: number[];
+  readonly hiddenSize: number;
+  readonly policies: AdapterPolicy[];
+
+  constructor(adapter: Adapter) {
+    this.layers = [...adapter.layers];
+    this.hiddenSize = adapter.hiddenSize;
+    this.policies = adapter.params.map((p) => ({
+      kind: 'adapter' as const,
+      gateBias: tf.variable(tf.scalar(p.gateBias), true),
+      gateScale: tf.variable(tf.scalar(p.gateScale), true),
+      outputScale: tf.variable(tf.tensor1d(p.outputScale), true),
+      mixAlpha: tf.variable(tf.scalar(p.mixAlpha), true),
+    }));
+  }
+
+  /** The four variables of adapted position i. */
+  variables(i: number): tf.Variable[] {
+    const p = this.policies[i]!;
+    return [p.gateBias, p.gateScale, p.outputScale, p.mixAlpha] as tf.Variable[];
+  }
+
+  all(): tf.Variable[] {
+    return this.policies.flatMap((_, i) => this.variables(i));
+  }
+
+  /** Sizes of the flat parameter list. */
+  sizes(): number[] {
+    return this.layers.flatMap(() => [1, 1, this.hiddenSize, 1]);
+  }
+
+  /** Flat names: `gate_bias.0`, … (the adapter's state-dict names). */
+  names(): string[] {
+    return this.layers.flatMap((_, i) => PARAM_NAMES.map((n) => `${n}.${i}`));
+  }
+
+  read(): Float32Array[] {
+    return this.all().map((v) => Float32Array.from(v.dataSync() as Float32Array));
+  }
+
+  assign(values: Float32Array[]): void {
+    const vars = this.all();
+    if (values.length !== vars.length) throw new Error('AdapterVariables.assign: wrong number of tensors');
+    vars.forEach((v, k) => {
+      const t = tf.tensor(values[k]!, v.shape);
+      v.assign(t);
+      t.dispose();
+    });
+  }
+
+  dispose(): void {
+    this.all().forEach((v) => v.dispose());
+  }
+}
+
+/** Flat parameter list -> Adapter (numbers are the float32 values). */
+export function adapterFromFlat(layers: number[], hiddenSize: number, flat: Float32Array[]): Adapter {
+  return {
+    layers: [...layers],
+    hiddenSize,
+    params: layers.map((_, i) => ({
+      gateBias: flat[4 * i]![0]!,
+      gateScale: flat[4 * i + 1]![0]!,
+      outputScale: Float32Array.from(flat[4 * i + 2]!),
+      mixAlpha: flat[4 * i + 3]![0]!,
+    })),
+    config: {},
+  };
+}
+
+export function flatFromAdapter(a: Adapter): Float32Array[] {
+  return a.params.flatMap((p) => [Float32Array.of(p.gateBias), Float32Array.of(p.gateScale), Float32Array.from(p.outputScale), Float32Array.of(p.mixAlpha)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer weights on the backend
+
+/** Bytes of one layer's weights as float32 on the backend. */
+export function layerBytes(c: ModelConfig): number {
+  const D = c.hiddenSize;
+  return 4 * (2 * qDim(c) * D + 2 * kvDim(c) * D + 3 * c.intermediateSize * D + 2 * D + (c.attentionBias ? qDim(c) + 2 * kvDim(c) : 0));
+}
+
+/**
+ * Layers [first, last] on demand: all uploaded once when they fit in `residentBytes`, otherwise
+ * uploaded on `get` and released on `release` (one layer on the backend at a time).
+ */
+export class LayerSource {
+  private readonly resident = new Map<number, LayerTensors>();
+  private readonly streamed = new Map<number, LayerTensors>();
+  readonly isResident: boolean;
+
+  constructor(private readonly weights: ModelWeights, layers: number[], residentBytes: number) {
+    this.isResident = layers.length * layerBytes(weights.config) <= residentBytes;
+    if (this.isResident) for (const l of layers) this.resident.set(l, uploadLayer(weights.layer(l)));
+  }
+
+  get(l: number): LayerTensors {
+    const r = this.resident.get(l);
+    if (r) return r;
+    const t = uploadLayer(this.weights.layer(l));
+    this.streamed.set(l, t);
+    return t;
+  }
+
+  release(l: number): void {
+    const t = this.streamed.get(l);
+    if (t) {
+      disposeLayer(t);
+      this.streamed.delete(l);
+    }
+  }
+
+  /** sha256 of every resident weight tensor's bytes (to prove training left them untouched). */
+  fingerprint(): string {
+    const h = crypto.createHash('sha256');
+    for (const [l, t] of [...this.resident].sort((a, b) => a[0] - b[0])) {
+      for (const [name, v] of Object.entries(t)) {
+        if (!v) continue;
+        const d = (v as tf.Tensor).dataSync() as Float32Array;
+        h.update(`${l}.${name}`);
+        h.update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+      }
+    }
+    return h.digest('hex');
+  }
+
+  dispose(): void {
+    for (const t of this.resident.values()) disposeLayer(t);
+    for (const t of this.streamed.values()) disposeLayer(t);
+    this.resident.clear();
+    this.streamed.clear();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One pass over a batch: per-layer MSE and (optionally) gradients
+
+export interface PassContext {
+  config: ModelConfig;
+  layers: LayerSource;
+  opts: TrainOptions;
+  seqLen: number;
+  /** Teacher residual stream: teacher.get(i)[s] = hidden.i of sequence s, [T*hidden]. */
+  teacher: Map<number, Float32Array[]>;
+  /** Student mode: the student's stream entering the first trained layer, per sequence. */
+  studentStart: Float32Array[] | null;
+  /** RoPE tables for untrained `engine` / `teacher` layers between trained ones. */
+  rope: { cos: tf.Tensor2D; sin: tf.Tensor2D } | null;
+}
+
+export interface PassResult {
+  /** Mean over the batch of each trained layer's MSE. */
+  lossPerLayer: number[];
+  /** Mean over layers of lossPerLayer. */
+  loss: number;
+  /** Gradients of `loss` in AdapterVariables' flat order (when asked for). */
+  grads: Float32Array[] | null;
+}
+
+function mean(xs: number[]): number {
+  let s = 0;
+  for (const x of xs) s += x;
+  return s / xs.length;
+}
+
+/**
+ * Run the trained layers over sequences `seqIdx` with the adapter in `params` (variables or
+ * constants), layer by layer; with `withGrad`, the gradients of the batch loss w.r.t. `params`.
+ */
+export function runPass(ctx: PassContext, seqIdx: number[], params: AdapterVariables, withGrad: boolean): PassResult {
+  const { config: c, opts, seqLen: T } = ctx;
+  const D = c.hiddenSize;
+  const trained = opts.layers;
+  const nLayers = trained.length;
+  const B = seqIdx.length;
+  const first = trained[0]!;
+  const last = trained[nLayers - 1]!;
+  const lossPerLayer = new Array<number>(nLayers).fill(NaN);
+  const grads: Float32Array[] | null = withGrad ? [] : null;
+  const restPolicy = { kind: opts.rest } as LayerPolicy;
+  const fromHost = (data: Float32Array) => tf.tensor2d(data, [T, D]);
+  const teacherAt = (i: number) => {
+    const h = ctx.teacher.get(i);
+    if (!h) throw new Error(`teacher hidden state ${i} was not prepared`);
+    return h;
+  };
+
+  let stream: tf.Tensor2D[] | null = opts.input === 'student' ? seqIdx.map((s) => fromHost(ctx.studentStart![s]!)) : null;
+  try {
+    for (let l = first; l <= last; l++) {
+      const pos = trained.indexOf(l);
+      if (pos < 0 && opts.input === 'teacher') continue; // layers are independent: untrained ones never run
+      const layer = ctx.layers.get(l);
+      try {
+        if (pos < 0) {
+          // An untrained layer between trained ones: the student stream passes through it (--rest).
+          stream = stream!.map((x) => {
+            const y = tf.tidy(() => studentLayerForward(x, layer, c, restPolicy, { chunkSize: opts.chunkSize, rope: ctx.rope ?? undefined }));
+            x.dispose();
+            return y;
+          });
+          continue;
+        }
+        const inputs = opts.input === 'student' ? stream! : seqIdx.map((s) => fromHost(teacherAt(l)[s]!));
+        const targets = seqIdx.map((s) => fromHost(teacherAt(l + 1)[s]!));
+        const keepOutputs = opts.input === 'student' && l < last;
+        const outputs: tf.Tensor2D[] = [];
+        const perSeq: tf.Scalar[] = [];
+        const policy = params.policies[pos]!;
+        const batchLoss = (): tf.Scalar => {
+          let total: tf.Scalar = tf.scalar(0);
+          inputs.forEach((x, j) => {
+            const out = studentLayerForward(x, layer, c, policy, { chunkSize: opts.chunkSize, mlpGrad: opts.mlpGrad });
+            const mse = tf.mean(tf.squaredDifference(out, targets[j]!)) as tf.Scalar;
+            perSeq.push(tf.keep(mse));
+            if (keepOutputs) outputs.push(tf.keep(out));
+            total = tf.add(total, mse) as tf.Scalar;
+          });
+          // d loss / d θ_l where loss = mean over layers and sequences of the MSE.
+          return tf.mul(total, 1 / (B * nLayers)) as tf.Scalar;
+        };
+        try {
+          if (withGrad) {
+            const vars = params.variables(pos);
+            const { value, grads: g } = tf.variableGrads(batchLoss, vars);
+            value.dispose();
+            for (const v of vars) {
+              const gv = g[v.name];
+              grads!.push(gv ? Float32Array.from(gv.dataSync() as Float32Array) : new Float32Array(v.size));
+            }
+            Object.values(g).forEach((t) => t.dispose());
+          } else {
+            tf.tidy(batchLoss).dispose();
+          }
+          lossPerLayer[pos] = mean(perSeq.map((m) => (m.dataSync() as Float32Array)[0]!));
+        } finally {
+          perSeq.forEach((m) => m.dispose());
+          targets.forEach((t) => t.dispose());
+          inputs.forEach((t) => t.dispose());
+          stream = null;
+        }
+        if (keepOutputs) stream = outputs;
+      } finally {
+        ctx.layers.release(l);
+      }
+    }
+  } finally {
+    stream?.forEach((t) => t.dispose());
+  }
+  return { lossPerLayer, loss: mean(lossPerLayer), grads };
+}
+
+/** Per-layer MSE over many sequences (no gradients), in batches: mean over sequences. */
+export function evaluatePerLayer(ctx: PassContext, seqIdx: number[], params: AdapterVariables, batchSize: number): number[] {
+  const n = ctx.opts.layers.length;
+  const sums = new Array<number>(n).fill(0);
+  for (let i = 0; i < seqIdx.length; i += batchSize) {
+    const batch = seqIdx.slice(i, i + batchSize);
+    const r = runPass(ctx, batch, params, false);
+    r.lossPerLayer.forEach((v, k) => (sums[k]! += v * batch.length));
+  }
+  return sums.map((s) => s / seqIdx.length);
+}
+
+/**
+ * The student's stream entering the first trained layer, per sequence: the embeddings when that is
+ * layer 0, else the embeddings run through layers 0..first−1 with the `--rest` policy. Constant
+ * during training (no adapter before the first trained layer), so it is computed once.
+ */
+export function studentStreamBefore(weights: ModelWeights, embeddings: Float32Array[], first: number, rest: RestPolicy, T: number, chunkSize?: number): Float32Array[] {
+  const c = weights.config;
+  if (first === 0) return embeddings;
+  let host = embeddings;
+  const rope = ropeCosSin(c, Array.from({ length: T }, (_, i) => i));
+  try {
+    for (let l = 0; l < first; l++) {
+      const layer = uploadLayer(weights.layer(l));
+      try {
+        host = host.map((h) =>
+          tf.tidy(() => {
+            const out = studentLayerForward(tf.tensor2d(h, [T, c.hiddenSize]), layer, c, { kind: rest } as LayerPolicy, { chunkSize, rope });
+            return Float32Array.from(out.dataSync() as Float32Array);
+          }),
+        );
+      } finally {
+        disposeLayer(layer);
+      }
+    }
+  } finally {
+    rope.cos.dispose();
+    rope.sin.dispose();
+  }
+  return host;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training state and checkpoints
+
+export interface TrainState {
+  /** Epochs completed. */
+  epoch: number;
+  /** Steps completed in the current (incomplete) epoch. */
+  stepInEpoch: number;
+  /** Steps completed overall. */
+  globalStep: number;
+  params: Float32Array[];
+  optimizer: AdamWState;
+  best: { params: Float32Array[]; loss: number; epoch: number } | null;
+  /** Σ over the current epoch's steps of each layer's step loss. */
+  epochLossSum: number[];
+  /** Seconds spent training in earlier sessions (resumed runs add up). */
+  wallTimeSec: number;
+  /** Byte length of train_log.jsonl when the state was saved (a resume truncates the log to it). */
+  logBytes: number;
+  /** Identity of the run (options, model, data): a resume must match it. */
+  fingerprint: Record<string, unknown>;
+  /** Held-out per-layer MSE of the initial adapter. */
+  heldOutBefore: number[] | null;
+}
+
+export const CHECKPOINT_FILE = 'checkpoint.safetensors';
+const CHECKPOINT_FORMAT = 'synaxim-distill-checkpoint-v1';
+
+export function initialTrainState(params: Float32Array[], fingerprint: Record<string, unknown>, nLayers: number): TrainState {
+  return {
+    epoch: 0,
+    stepInEpoch: 0,
+    globalStep: 0,
+    params: params.map((p) => p.slice()),
+    optimizer: { step: 0, expAvg: params.map((p) => new Float32Array(p.length)), expAvgSq: params.map((p) => new Float32Array(p.length)) },
+    best: null,
+    epochLossSum: new Array<number>(nLayers).fill(0),
+    wallTimeSec: 0,
+    logBytes: 0,
+    fingerprint,
+    heldOutBefore: null,
+  };
+}
+
+/** Write the state atomically (temp file + fsync + rename): a crash leaves the previous checkpoint. */
+export function saveCheckpoint(file: string, s: TrainState): void {
+  const tensors: Record<string, StTensorToWrite> = {};
+  const put = (prefix: string, list: Float32Array[]) => list.forEach((a, k) => (tensors[`${prefix}.${k}`] = { dtype: 'F32', shape: [a.length], data: a }));
+  put('param', s.params);
+  put('adam_exp_avg', s.optimizer.expAvg);
+  put('adam_exp_avg_sq', s.optimizer.expAvgSq);
+  if (s.best) put('best', s.best.params);
+  const meta = {
+    format: CHECKPOINT_FORMAT,
+    epoch: s.epoch,
+    step_in_epoch: s.stepInEpoch,
+    global_step: s.globalStep,
+    adam_step: s.optimizer.step,
+    n_params: s.params.length,
+    best: s.best ? { loss: s.best.loss, epoch: s.best.epoch } : null,
+    epoch_loss_sum: s.epochLossSum,
+    wall_time_s: s.wallTimeSec,
+    log_bytes: s.logBytes,
+    fingerprint: s.fingerprint,
+    held_out_before: s.heldOutBefore,
+  };
+  writeSafetensors(file, tensors, { state: JSON.stringify(meta) });
+}
+
+export function loadCheckpoint(file: string): TrainState {
+  const st = SafetensorsFile.open(file);
+  try {
+    let meta: Record<string, unknown>;
+    try {
+      meta = JSON.parse(st.metadata?.state ?? 'null') as Record<string, unknown>;
+    } catch {
+      return fail(file, 'checkpoint metadata is not valid JSON');
+    }
+    if (!meta || meta.format !== CHECKPOINT_FORMAT) fail(file, `not a distillation checkpoint (format ${JSON.stringify(meta?.format)})`);
+    const n = meta.n_params as number;
+    const list = (prefix: string) => Array.from({ length: n }, (_, k) => st.readFloat32(`${prefix}.${k}`));
+    const best = meta.best as { loss: number; epoch: number } | null;
+    const params = list('param');
+    for (const p of params) if (p.some((v) => !Number.isFinite(v))) fail(file, 'checkpoint holds non-finite parameters');
+    return {
+      epoch: meta.epoch as number,
+      stepInEpoch: meta.step_in_epoch as number,
+      globalStep: meta.global_step as number,
+      params,
+      optimizer: { step: meta.adam_step as number, expAvg: list('adam_exp_avg'), expAvgSq: list('adam_exp_avg_sq') },
+      best: best ? { params: list('best'), loss: best.loss, epoch: best.epoch } : null,
+      epochLossSum: meta.epoch_loss_sum as number[],
+      wallTimeSec: meta.wall_time_s as number,
+      logBytes: meta.log_bytes as number,
+      fingerprint: meta.fingerprint as Record<string, unknown>,
+      heldOutBefore: (meta.held_out_before as number[] | null) ?? null,
+    };
+  } finally {
+    st.close();
+  }
+}
+
+/** The first option that differs between two run fingerprints, or null. */
+export function fingerprintMismatch(a: Record<string, unknown>, b: Record<string, unknown>): string | null {
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+    if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return `${k}: checkpoint has ${JSON.stringify(a[k])}, this run ${JSON.stringify(b[k])}`;
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The training loop
+
+export interface StepEvent {
+  type: 'step';
+  epoch: number;
+  step: number;
+  loss: number;
+  loss_per_layer: Record<string, number>;
+  lr: number;
+  grad_norm: number;
+  tokens_per_s: number;
+  elapsed_s: number;
+}
+
+export interface EpochEvent {
+  type: 'epoch';
+  epoch: number;
+  train_loss: number;
+  train_loss_per_layer: Record<string, number>;
+  held_out_loss: number | null;
+  held_out_per_layer: Record<string, number> | null;
+  best: boolean;
+  lr: number;
+  tokens_per_s: number;
+  elapsed_s: number;
+}
+
+export interface TrainHooks {
+  /** A log record (one JSON line in train_log.jsonl). */
+  log(event: StepEvent | EpochEvent): void;
+  /** Save the state (after every epoch, and when interrupted). Returns nothing; must be atomic. */
+  checkpoint(state: TrainState): void;
+  /** Called after each step (progress display). */
+  onStep?(state: TrainState, loss: number, tokens: number): void;
+  /** True when the user asked to stop (Ctrl-C): the loop saves a checkpoint and throws InterruptedError. */
+  interrupted?(): boolean;
+  /** Tests: look at or tamper with the parameters before step `globalStep`. */
+  beforeStep?(globalStep: number, params: Float32Array[]): void;
+  /** Where the last good checkpoint is, for messages. */
+  checkpointPath?: string;
+}
+
+export function stepsPerEpoch(nTrain: number, batchSize: number): number {
+  return Math.ceil(nTrain / batchSize);
+}
+
+/** Epoch e's data order: a permutation seeded by the run seed and the epoch. */
+export function epochOrder(nTrain: number, seed: number, epoch: number): number[] {
+  return seededPermutation(nTrain, (Math.imul(seed >>> 0, 0x9e3779b1) ^ (epoch + 1) * 0x85ebca6b) >>> 0);
+}
+
+const layerRecord = (layers: number[], values: number[]) => Object.fromEntries(layers.map((l, i) => [String(l), values[i]!]));
+
+/**
+ * Train from `state` to the end (opts.epochs), mutating and returning `state`. `train` and
+ * `heldOut` index sequences of the pass context. Stops with a SynaximError on a non-finite loss
+ * or gradient (nothing is saved then: the last checkpoint stays the last good one).
+ */
+export async function trainLoop(ctx: PassContext, state: TrainState, train: number[], heldOut: number[], hooks: TrainHooks): Promise<TrainState> {
+  const { opts } = ctx;
+  const nTrain = train.length;
+  const B = Math.max(1, Math.min(opts.batchSize, nTrain));
+  const perEpoch = stepsPerEpoch(nTrain, B);
+  const totalSteps = opts.epochs * perEpoch;
+  const tokensPerStep = (k: number) => Math.min(B, nTrain - k * B) * ctx.seqLen;
+  const params = new AdapterVariables(adapterFromFlat(opts.layers, ctx.config.hiddenSize, state.params));
+  const optimizer = new AdamW(params.sizes(), { lr: opts.lr, weightDecay: opts.weightDecay });
+  optimizer.load(state.optimizer);
+  const sessionStart = performance.now();
+  const elapsed = () => state.wallTimeSec + (performance.now() - sessionStart) / 1000;
+  const where = hooks.checkpointPath ? ` The last good checkpoint is kept at ${hooks.checkpointPath}${state.epoch > 0 ? '' : ' (if any)'}.` : '';
+  const snapshot = (): TrainState => ({ ...state, params: state.params.map((p) => p.slice()), optimizer: optimizer.snapshot(), wallTimeSec: elapsed() });
+  try {
+    for (; state.epoch < opts.epochs; ) {
+      const order = epochOrder(nTrain, opts.seed, state.epoch);
+      let epochTokens = 0;
+      const epochStart = performance.now();
+      for (; state.stepInEpoch < perEpoch; ) {
+        const k = state.stepInEpoch;
+        const batch = order.slice(k * B, (k + 1) * B).map((i) => train[i]!);
+        hooks.beforeStep?.(state.globalStep, state.params);
+        params.assign(state.params);
+        const t0 = performance.now();
+        const r = runPass(ctx, batch, params, true);
+        const at = `epoch ${state.epoch + 1}, step ${k + 1}/${perEpoch} (global step ${state.globalStep + 1})`;
+        const badLayer = r.lossPerLayer.findIndex((v) => !Number.isFinite(v));
+        if (badLayer >= 0) {
+          throw new SynaximError(null, `non-finite loss (${r.lossPerLayer[badLayer]}) in layer ${opts.layers[badLayer]} at ${at}; training stopped.${where}`);
+        }
+        const grads = r.grads!;
+        const gradNorm = clipGradNorm(grads, opts.gradClip);
+        if (!Number.isFinite(gradNorm)) {
+          const bad = grads.findIndex((g) => g.some((v) => !Number.isFinite(v)));
+          throw new SynaximError(null, `non-finite gradient in layer ${opts.layers[Math.floor(Math.max(0, bad) / 4)]} at ${at}; training stopped.${where}`);
+        }
+        const lr = cosineLr(opts.lr, state.globalStep, totalSteps);
+        optimizer.step(state.params, grads, lr);
+        state.optimizer = optimizer.state;
+        r.lossPerLayer.forEach((v, i) => (state.epochLossSum[i]! += v));
+        state.stepInEpoch += 1;
+        state.globalStep += 1;
+        const seconds = (performance.now() - t0) / 1000;
+        const tokens = tokensPerStep(k);
+        epochTokens += tokens;
+        hooks.log({
+          type: 'step',
+          epoch: state.epoch,
+          step: state.globalStep - 1,
+          loss: r.loss,
+          loss_per_layer: layerRecord(opts.layers, r.lossPerLayer),
+          lr,
+          grad_norm: gradNorm,
+          tokens_per_s: tokens / Math.max(seconds, 1e-9),
+          elapsed_s: elapsed(),
+        });
+        hooks.onStep?.(state, r.loss, tokens);
+        // Let signal handlers run between steps (the step itself is synchronous).
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        if (hooks.interrupted?.() && (state.stepInEpoch < perEpoch || state.epoch + 1 < opts.epochs)) {
+          hooks.checkpoint(snapshot());
+          throw new InterruptedError(`interrupted at ${at}; checkpoint saved${hooks.checkpointPath ? ` to ${hooks.checkpointPath}` : ''}; continue with --resume`);
+        }
+      }
+      // End of epoch: mean training loss, held-out loss, best state, checkpoint.
+      const trainPerLayer = state.epochLossSum.map((s) => s / perEpoch);
+      const trainLoss = mean(trainPerLayer);
+      params.assign(state.params);
+      const heldPerLayer = heldOut.length > 0 ? evaluatePerLayer(ctx, heldOut, params, B) : null;
+      const isBest = state.best === null || trainLoss < state.best.loss;
+      if (isBest) state.best = { params: state.params.map((p) => p.slice()), loss: trainLoss, epoch: state.epoch };
+      const epochSeconds = (performance.now() - epochStart) / 1000;
+      hooks.log({
+        type: 'epoch',
+        epoch: state.epoch,
+        train_loss: trainLoss,
+        train_loss_per_layer: layerRecord(opts.layers, trainPerLayer),
+        held_out_loss: heldPerLayer ? mean(heldPerLayer) : null,
+        held_out_per_layer: heldPerLayer ? layerRecord(opts.layers, heldPerLayer) : null,
+        best: isBest,
+        lr: cosineLr(opts.lr, Math.min(state.globalStep, totalSteps), totalSteps),
+        tokens_per_s: epochTokens / Math.max(epochSeconds, 1e-9),
+        elapsed_s: elapsed(),
+      });
+      state.epoch += 1;
+      state.stepInEpoch = 0;
+      state.epochLossSum = state.epochLossSum.map(() => 0);
+      hooks.checkpoint(snapshot());
+      if (hooks.interrupted?.() && state.epoch < opts.epochs) {
+        throw new InterruptedError(`interrupted after epoch ${state.epoch}; checkpoint saved${hooks.checkpointPath ? ` to ${hooks.checkpointPath}` : ''}; continue with --resume`);
+      }
+    }
+    state.wallTimeSec = elapsed();
+    return state;
+  } finally {
+    params.dispose();
+  }
+}
+
+/** Truncate an append-only log to `bytes` (a resumed run drops what came after its checkpoint). */
+export function truncateLog(file: string, bytes: number): void {
+  if (!fs.existsSync(file)) {
+    if (bytes > 0) fail(file, `training log is missing (the checkpoint expects ${bytes} bytes of it)`);
+    return;
+  }
+  const size = fs.statSync(file).size;
+  if (size < bytes) fail(file, `training log is shorter (${size} bytes) than the checkpoint expects (${bytes})`);
+  fs.truncateSync(file, bytes);
+}

@@ -1,0 +1,294 @@
+/**
+ * Builders for hostile model files (bad-input suite and fuzzer): raw safetensors surgery, .symb
+ * header edits, JSON edits, seeded byte mutations, and a CLI runner that kills hung children.
+ * Everything works on copies in temporary directories; nothing here writes into ../shared.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PROJECT_ROOT } from '../../src/core/paths.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Temporary directories and copies
+
+export function makeTempDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `synaxim-${prefix}-`));
+}
+
+/** Copy a model directory (regular files only, symlinks copied as links). */
+export function copyDir(src: string, dst: string): void {
+  fs.cpSync(src, dst, { recursive: true, verbatimSymlinks: true });
+}
+
+// ---------------------------------------------------------------------------------------------
+// safetensors surgery
+
+export interface RawSafetensors {
+  /** The parsed header (tensor entries and __metadata__). */
+  header: Record<string, unknown>;
+  /** Tensor data bytes (everything after the header). */
+  data: Buffer;
+}
+
+export function readRawSafetensors(file: string): RawSafetensors {
+  const bytes = fs.readFileSync(file);
+  const n = Number(bytes.readBigUInt64LE(0));
+  return { header: JSON.parse(bytes.subarray(8, 8 + n).toString('utf8')) as Record<string, unknown>, data: bytes.subarray(8 + n) };
+}
+
+/**
+ * Write a safetensors file from a header (object, or raw text for malformed JSON) and data bytes.
+ * `declaredLength` overrides the u64 header length (to lie about it).
+ */
+export function writeRawSafetensors(file: string, header: Record<string, unknown> | string, data: Uint8Array, declaredLength?: bigint): void {
+  const text = typeof header === 'string' ? header : JSON.stringify(header);
+  const headerBytes = Buffer.from(text, 'utf8');
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(declaredLength ?? BigInt(headerBytes.length));
+  fs.writeFileSync(file, Buffer.concat([len, headerBytes, data]));
+}
+
+type TensorEntry = { dtype: string; shape: number[]; data_offsets: [number, number] };
+
+/** Rewrite a safetensors file's header (the callback edits it in place or returns a replacement). */
+export function editSafetensorsHeader(file: string, edit: (h: Record<string, unknown>) => Record<string, unknown> | string | void, data?: (d: Buffer) => Uint8Array): void {
+  const raw = readRawSafetensors(file);
+  const next = edit(raw.header) ?? raw.header;
+  writeRawSafetensors(file, next, data ? data(raw.data) : raw.data);
+}
+
+export function tensorEntry(h: Record<string, unknown>, name: string): TensorEntry {
+  const e = h[name] as TensorEntry | undefined;
+  if (!e) throw new Error(`test fixture has no tensor '${name}'`);
+  return e;
+}
+
+/** Tensor names in data order (by begin offset). */
+export function tensorsByOffset(h: Record<string, unknown>): string[] {
+  return Object.keys(h)
+    .filter((k) => k !== '__metadata__')
+    .sort((a, b) => tensorEntry(h, a).data_offsets[0] - tensorEntry(h, b).data_offsets[0]);
+}
+
+/** Overwrite one float32 element of an F32 tensor in a safetensors file. */
+export function setF32Element(file: string, tensor: string, index: number, value: number): void {
+  const raw = readRawSafetensors(file);
+  const e = tensorEntry(raw.header, tensor);
+  if (e.dtype !== 'F32') throw new Error(`tensor '${tensor}' is ${e.dtype}, not F32`);
+  const headerLen = fs.readFileSync(file).readBigUInt64LE(0);
+  const fd = fs.openSync(file, 'r+');
+  const b = Buffer.alloc(4);
+  b.writeFloatLE(value);
+  fs.writeSync(fd, b, 0, 4, 8 + Number(headerLen) + e.data_offsets[0] + 4 * index);
+  fs.closeSync(fd);
+}
+
+/**
+ * Split a single-file checkpoint into two shards + model.safetensors.index.json (tensors in data
+ * order; the first `firstCount` go to shard 1). Returns the weight map for further edits.
+ */
+export function shardCheckpoint(dir: string, firstCount: number): Record<string, string> {
+  const single = path.join(dir, 'model.safetensors');
+  const raw = readRawSafetensors(single);
+  const names = tensorsByOffset(raw.header);
+  const shards = [names.slice(0, firstCount), names.slice(firstCount)];
+  const weightMap: Record<string, string> = {};
+  shards.forEach((group, s) => {
+    const file = `model-0000${s + 1}-of-00002.safetensors`;
+    const header: Record<string, unknown> = {};
+    const parts: Buffer[] = [];
+    let offset = 0;
+    for (const n of group) {
+      const e = tensorEntry(raw.header, n);
+      const bytes = raw.data.subarray(e.data_offsets[0], e.data_offsets[1]);
+      header[n] = { dtype: e.dtype, shape: e.shape, data_offsets: [offset, offset + bytes.length] };
+      offset += bytes.length;
+      parts.push(bytes);
+      weightMap[n] = file;
+    }
+    writeRawSafetensors(path.join(dir, file), header, Buffer.concat(parts));
+  });
+  fs.rmSync(single);
+  writeIndex(dir, weightMap);
+  return weightMap;
+}
+
+export function writeIndex(dir: string, weightMap: Record<string, unknown>): void {
+  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }, null, 2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// .symb surgery
+
+/** Set uint32 fields of an int4 .symb header: 0 num_groups, 1 group_size, 2 numel, 3 dim0, 4 dim1. */
+export function setInt4HeaderField(file: string, field: 0 | 1 | 2 | 3 | 4, value: number): void {
+  const bytes = fs.readFileSync(file);
+  bytes.writeUInt32LE(value, 4 * field);
+  fs.writeFileSync(file, bytes);
+}
+
+export function int4HeaderFields(file: string): number[] {
+  const bytes = fs.readFileSync(file);
+  return [0, 1, 2, 3, 4].map((i) => bytes.readUInt32LE(4 * i));
+}
+
+/** Set the float32 scale of group `g` of an int4 .symb file. */
+export function setInt4Scale(file: string, g: number, value: number): void {
+  const bytes = fs.readFileSync(file);
+  bytes.writeFloatLE(value, 20 + 4 * g);
+  fs.writeFileSync(file, bytes);
+}
+
+/** An int8 .symb file (scale + int8 values) of `numel` values, as the converter would write. */
+export function int8FileBytes(numel: number, scale = 0.01): Buffer {
+  const b = Buffer.alloc(4 + numel);
+  b.writeFloatLE(scale, 0);
+  for (let i = 0; i < numel; i++) b.writeInt8(((i * 37) % 255) - 127, 4 + i);
+  return b;
+}
+
+export function truncateFile(file: string, keepBytes: number): void {
+  fs.truncateSync(file, keepBytes);
+}
+
+/** Overwrite one fp16 element (raw half bits) of an fp16 .symb file. */
+export function setF16Bits(file: string, index: number, bits: number): void {
+  const bytes = fs.readFileSync(file);
+  bytes.writeUInt16LE(bits, 2 * index);
+  fs.writeFileSync(file, bytes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+
+export function editJson(file: string, edit: (j: Record<string, unknown>) => Record<string, unknown> | void): void {
+  const j = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  fs.writeFileSync(file, JSON.stringify(edit(j) ?? j, null, 2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeded byte mutations (fuzzer)
+
+/** mulberry32: a small deterministic PRNG, uniform in [0, 1). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export type MutationKind = 'flip' | 'truncate' | 'insert' | 'header-flip';
+
+export interface Mutation {
+  kind: MutationKind;
+  /** What was done, for failure messages and replays. */
+  detail: string;
+  bytes: Buffer;
+}
+
+/**
+ * One random mutation of `original`: flip 1–8 random bits anywhere; flip bits in the first
+ * `headerBytes` (where structure lives: safetensors/int4 headers, JSON); truncate at a random
+ * point; or insert 1–16 random bytes at a random point.
+ */
+export function mutate(original: Buffer, random: () => number, headerBytes = 256): Mutation {
+  const kinds: MutationKind[] = ['flip', 'header-flip', 'truncate', 'insert'];
+  const kind = kinds[Math.floor(random() * kinds.length)]!;
+  const at = (limit: number) => Math.floor(random() * Math.max(1, limit));
+  switch (kind) {
+    case 'flip':
+    case 'header-flip': {
+      const bytes = Buffer.from(original);
+      const count = 1 + at(8);
+      const span = kind === 'flip' ? bytes.length : Math.min(bytes.length, headerBytes);
+      const where: string[] = [];
+      for (let i = 0; i < count; i++) {
+        const pos = at(span);
+        const bit = at(8);
+        bytes[pos] = bytes[pos]! ^ (1 << bit);
+        where.push(`${pos}.${bit}`);
+      }
+      return { kind, detail: `${kind} bits ${where.join(',')}`, bytes };
+    }
+    case 'truncate': {
+      const keep = at(original.length);
+      return { kind, detail: `truncate to ${keep} of ${original.length} bytes`, bytes: original.subarray(0, keep) };
+    }
+    case 'insert': {
+      const pos = at(original.length + 1);
+      const extra = Buffer.alloc(1 + at(16));
+      for (let i = 0; i < extra.length; i++) extra[i] = at(256);
+      return { kind, detail: `insert ${extra.length} bytes at ${pos}`, bytes: Buffer.concat([original.subarray(0, pos), extra, original.subarray(pos)]) };
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the CLI
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  seconds: number;
+  timedOut: boolean;
+}
+
+export const CLI = path.join(PROJECT_ROOT, 'bin', 'synaxim.js');
+
+/** Run `node bin/synaxim.js ...args` as a child process; kill it (and report timedOut) after timeoutMs. */
+export function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, [CLI, ...args], {
+      cwd: PROJECT_ROOT,
+      env: { ...process.env, SYNAXIM_MODELS: '', NO_COLOR: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, seconds: (performance.now() - t0) / 1000, timedOut });
+    });
+  });
+}
+
+/** Lines of stderr that are not the informational `synaxim: backend ...` line commands print first. */
+export function problemLines(stderr: string): string[] {
+  return stderr
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .filter((l) => !/^synaxim: backend \S+ \(/.test(l));
+}
+
+/** Run async jobs with at most `limit` in flight. */
+export async function mapLimit<T, R>(items: T[], limit: number, job: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await job(items[i]!, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
