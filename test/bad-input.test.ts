@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeFixture } from '../src/cli/commands/fixture.ts';
 import { readAllFloat32 } from '../src/formats/safetensors.ts';
 import {
+  CliWorker,
   copyDir,
   editJson,
   editSafetensorsHeader,
@@ -41,8 +42,14 @@ import {
 } from './helpers/badFiles.ts';
 
 const CASE_TIMEOUT_MS = 30_000;
-/** Child processes in flight at once (the machine has 2 shared cores; each CLI start is ~1 s of CPU). */
-const CONCURRENCY = 3;
+/**
+ * Every case runs through the CLI's main() in a long-lived child process (CliWorker: one Node +
+ * tsx + tfjs start for the lot; an invocation that hangs gets the child killed); every
+ * SUBPROCESS_EVERY-th case also runs as its own `node bin/synaxim.js` process, which must print the
+ * same line with the same exit code. Two workers in parallel (the machine has 2 shared cores).
+ */
+const LANES = 2;
+const SUBPROCESS_EVERY = 12;
 
 type Base = 'hf' | 'symb' | 'sharded';
 type Command = 'inspect' | 'forward' | 'convert' | 'generate' | 'generate-text';
@@ -154,8 +161,13 @@ const CASES: BadCase[] = [
       const text = JSON.stringify(h);
       return text.slice(0, -1) + `,"model.norm.weight":${JSON.stringify(tensorEntry(h, 'model.norm.weight'))}}`;
     }) },
-  { name: 'safetensors: __metadata__ value not a string', base: 'hf', names: ST, problem: /__metadata__ value for 'format' is not a string/,
+  { name: 'safetensors: __metadata__ value not a string', base: 'hf', names: ST, problem: /__metadata__ value for "format" is not a string/,
     setup: (m) => editSafetensorsHeader(st(m), (h) => void (h.__metadata__ = { format: 1 })) },
+  { name: 'safetensors: a tensor name with a newline and a terminal escape', base: 'hf', cmd: 'inspect', names: ST, problem: /tensor name "evil\\n\\u001b\[2Jname" contains control characters/,
+    setup: (m) => editSafetensorsHeader(st(m), (h) => {
+      h['evil\n\u001b[2Jname'] = h['model.norm.weight'];
+      delete h['model.norm.weight'];
+    }) },
   { name: 'safetensors: __metadata__ not a map', base: 'hf', cmd: 'convert', names: ST, problem: /__metadata__ must be a string→string map/,
     setup: (m) => editSafetensorsHeader(st(m), (h) => void (h.__metadata__ = ['pt'])) },
   { name: 'safetensors: bytes after the last tensor', base: 'hf', names: ST, problem: /has 10 bytes after the last tensor/,
@@ -188,6 +200,8 @@ const CASES: BadCase[] = [
     setup: (m) => editJson(path.join(m, INDEX), (j) => void ((j.weight_map as Record<string, string>)['model.norm.weight'] = '')) },
   { name: 'sharded: index is invalid JSON', base: 'sharded', cmd: 'inspect', names: INDEX, problem: /invalid JSON/,
     setup: (m) => fs.writeFileSync(path.join(m, INDEX), '{"weight_map": {') },
+  { name: 'sharded: index names a tensor with a newline', base: 'sharded', cmd: 'inspect', names: INDEX, problem: /tensor name "model.norm.weight\\nFAKE: all good" contains control characters/,
+    setup: (m) => editJson(path.join(m, INDEX), (j) => void ((j.weight_map as Record<string, string>)['model.norm.weight\nFAKE: all good'] = SHARD1)) },
   { name: 'sharded: index has no weight_map', base: 'sharded', names: INDEX, problem: /missing 'weight_map' object/,
     setup: (m) => fs.writeFileSync(path.join(m, INDEX), '{"metadata": {}}') },
   { name: 'sharded: index names the wrong shard for a tensor', base: 'sharded', names: SHARD1, problem: /tensor 'model.embed_tokens.weight' is in this shard but the index names 'model-00002-of-00002.safetensors'/,
@@ -214,7 +228,7 @@ const CASES: BadCase[] = [
     setup: (m) => { const f = path.join(m, L(1, 'mlp_gate')); const [, , , d0, d1] = int4HeaderFields(f); setInt4HeaderField(f, 3, d1!); setInt4HeaderField(f, 4, d0!); } },
   { name: 'symb: int8 file where int4 is declared', base: 'symb', names: L(0, 'attn_k'), problem: /2052 bytes is the size of an int8 \[32, 64\] tensor, but config.symb.json declares int4/,
     setup: (m) => fs.writeFileSync(path.join(m, L(0, 'attn_k')), int8FileBytes(32 * 64)) },
-  { name: 'symb: fp16 norm truncated', base: 'symb', cmd: 'convert', names: L(2, 'norm_attn'), problem: /126 bytes \(truncated\?\), but config.symb.json declares fp16 \[64\]/,
+  { name: 'symb: fp16 norm truncated', base: 'symb', cmd: 'inspect', names: L(2, 'norm_attn'), problem: /126 bytes \(truncated\?\), but config.symb.json declares fp16 \[64\]/,
     setup: (m) => truncateFile(path.join(m, L(2, 'norm_attn')), 126) },
   { name: 'symb: final_norm too long', base: 'symb', names: 'final_norm.symb', problem: /130 bytes \(too long\)/,
     setup: (m) => fs.appendFileSync(path.join(m, 'final_norm.symb'), Buffer.alloc(2)) },
@@ -234,7 +248,7 @@ const CASES: BadCase[] = [
     setup: (m) => editJson(path.join(m, SYMB_CONFIG), (j) => void ((j.quantization as Record<string, unknown>).method = 'int3')) },
   { name: 'symb: quantization group_size 0', base: 'symb', names: SYMB_CONFIG, problem: /quantization.group_size must be a positive integer, got 0/,
     setup: (m) => editJson(path.join(m, SYMB_CONFIG), (j) => void ((j.quantization as Record<string, unknown>).group_size = 0)) },
-  { name: 'symb: int4 quantization declared for an int8 conversion', base: 'symb', cmd: 'inspect', names: L(0, 'attn_q'), problem: /is the size of an int8 \[64, 64\] tensor, but config.symb.json declares int4/,
+  { name: 'symb: int4 quantization declared for an int8 conversion', base: 'symb', cmd: 'inspect', names: 'embeddings.symb', problem: /20484 bytes is the size of an int8 \[320, 64\] tensor, but config.symb.json declares int4/,
     setup: (m) => {
       // every 2-D file rewritten as int8, config still says int4
       for (let l = 0; l < 4; l++) for (const [f, n] of [['attn_q', 64 * 64], ['attn_k', 32 * 64], ['attn_v', 32 * 64], ['attn_o', 64 * 64], ['mlp_gate', 176 * 64], ['mlp_up', 176 * 64], ['mlp_down', 64 * 176]] as const) {
@@ -276,6 +290,8 @@ const CASES: BadCase[] = [
     setup: (m) => editJson(path.join(m, 'config.json'), (j) => void (j.bos_token_id = 999)) },
   { name: 'config.json: invalid JSON', base: 'hf', cmd: 'generate', names: 'config.json', problem: /invalid JSON/,
     setup: (m) => fs.writeFileSync(path.join(m, 'config.json'), '{"hidden_size": 64,') },
+  { name: 'config.json: a stray byte in pretty-printed JSON (error stays one line)', base: 'hf', names: 'config.json', problem: /invalid JSON \(Unexpected token/,
+    setup: (m) => { const f = path.join(m, 'config.json'); const t = fs.readFileSync(f, 'utf8'); const i = t.indexOf('"model_type"'); fs.writeFileSync(f, t.slice(0, i - 1) + '#' + t.slice(i)); } },
   { name: 'config.json: a JSON array', base: 'hf', cmd: 'inspect', names: 'config.json', problem: /config must be a JSON object/,
     setup: (m) => fs.writeFileSync(path.join(m, 'config.json'), '[1, 2]') },
   { name: 'config.json: JSON null', base: 'hf', cmd: 'generate-text', names: 'config.json', problem: /config must be a JSON object/,
@@ -300,7 +316,7 @@ const CASES: BadCase[] = [
     setup: (m) => editJson(path.join(m, SYMB_CONFIG), (j) => void (j.num_layers = 5)) },
   { name: 'config.symb.json: one more layer than the files', base: 'symb', cmd: 'generate', names: L(4, 'attn_q'), problem: /missing .symb file/,
     setup: (m) => editJson(path.join(m, SYMB_CONFIG), (j) => { j.num_layers = 5; delete j.layer_types; }) },
-  { name: 'config.symb.json: shape disagrees with the files (intermediate_size)', base: 'symb', names: L(0, 'mlp_gate'), problem: /config.symb.json declares int4 \(group size 32\) \[160, 64\]/,
+  { name: 'config.symb.json: shape disagrees with the files (intermediate_size)', base: 'symb', names: L(0, 'mlp_gate'), problem: /int4 header shape 176x64 disagrees with config.symb.json shape \[160, 64\]/,
     setup: (m) => editJson(path.join(m, SYMB_CONFIG), (j) => void (j.intermediate_size = 160)) },
   { name: 'config.symb.json: invalid JSON', base: 'symb', cmd: 'generate-text', names: SYMB_CONFIG, problem: /invalid JSON/,
     setup: (m) => fs.writeFileSync(path.join(m, SYMB_CONFIG), '{"vocab_size": 320, ]') },
@@ -405,8 +421,9 @@ function argsFor(cmd: Command, m: string, out: string, ids?: string): { args: st
 let root = '';
 let fixture = '';
 let caseCounter = 0;
+const workers: CliWorker[] = [];
 
-/** A fresh case directory: `model/` (a copy of the base fixture) , `outside/`, `out/` (empty). */
+/** A fresh case directory: `model/` (a copy of the base fixture), `outside/`, `out/` (empty). */
 function prepare(base: Base): { dir: string; model: string; outside: string; out: string } {
   const dir = path.join(root, `case-${String(++caseCounter).padStart(3, '0')}`);
   const model = path.join(dir, 'model');
@@ -419,6 +436,10 @@ function prepare(base: Base): { dir: string; model: string; outside: string; out
   return { dir, model, outside, out };
 }
 
+function worker(lane: number): CliWorker {
+  return (workers[lane] ??= new CliWorker());
+}
+
 beforeAll(async () => {
   root = makeTempDir('bad-input');
   fixture = path.join(root, 'fixture');
@@ -426,77 +447,103 @@ beforeAll(async () => {
 });
 
 afterAll(() => {
+  for (const w of workers) w.close();
   if (root) fs.rmSync(root, { recursive: true, force: true });
 });
 
-/** Case results, computed concurrently (a few children at a time) the first time any case asks. */
-let results: Promise<{ r: CliResult; model: string; out: string; outputs: string[]; setupError: unknown }[]> | null = null;
+interface CaseRun {
+  r: CliResult;
+  model: string;
+  out: string;
+  outputs: string[];
+  setupError: unknown;
+}
+
+async function runCase(c: BadCase, run: (args: string[]) => Promise<CliResult>): Promise<CaseRun> {
+  const { model, outside, out } = prepare(c.base);
+  try {
+    c.setup(model, outside);
+  } catch (e) {
+    return { r: { code: null, signal: null, stdout: '', stderr: '', seconds: 0, timedOut: false }, model, out, outputs: [], setupError: e };
+  }
+  const { args, outputs } = argsFor(c.cmd ?? 'forward', model, out, c.ids);
+  return { r: await run(args), model, out, outputs, setupError: null };
+}
+
+/** Case results, computed the first time any test asks: all cases in the workers, a sample as separate processes. */
+let results: Promise<{ inWorker: CaseRun[]; subprocess: Map<number, CaseRun> }> | null = null;
 function allResults() {
-  results ??= mapLimit(CASES, CONCURRENCY, async (c) => {
-    const { model, outside, out } = prepare(c.base);
-    let setupError: unknown = null;
-    try {
-      c.setup(model, outside);
-    } catch (e) {
-      setupError = e;
-    }
-    const { args, outputs } = argsFor(c.cmd ?? 'forward', model, out, c.ids);
-    const r = setupError ? ({ code: null, signal: null, stdout: '', stderr: '', seconds: 0, timedOut: false } as CliResult) : await runCli(args, CASE_TIMEOUT_MS);
-    return { r, model, out, outputs, setupError };
-  });
+  results ??= (async () => {
+    const sample = CASES.map((c, i) => ({ c, i })).filter(({ i }) => i % SUBPROCESS_EVERY === 0);
+    const [inWorker, sub] = await Promise.all([
+      mapLimit(CASES, LANES, (c, _i, lane) => runCase(c, (args) => worker(lane).run(args, CASE_TIMEOUT_MS))),
+      mapLimit(sample, 1, ({ c }) => runCase(c, (args) => runCli(args, CASE_TIMEOUT_MS))),
+    ]);
+    return { inWorker, subprocess: new Map(sample.map(({ i }, k) => [i, sub[k]!])) };
+  })();
   return results;
+}
+
+/** What the CLI promised for a case, checked on one run. */
+function expectCleanFailure(c: BadCase, run: CaseRun): string {
+  const { r, model, out, outputs, setupError } = run;
+  expect(setupError, 'test setup').toBeNull();
+  const context = `${c.name}\nstderr:\n${r.stderr}\nstdout:\n${r.stdout.slice(0, 500)}`;
+  expect(r.timedOut, `hung (killed after ${CASE_TIMEOUT_MS} ms): ${context}`).toBe(false);
+  expect(r.code, context).toBe(1);
+  const lines = problemLines(r.stderr);
+  expect(lines, context).toHaveLength(1);
+  const line = lines[0]!;
+  expect(line, context).toMatch(/^synaxim: error: /);
+  expect(line).not.toMatch(/internal error/);
+  expect(r.stderr, 'no stack trace without --debug').not.toMatch(/^\s+at /m);
+  const named = c.names.startsWith('--') ? c.names : path.join(model, c.names);
+  expect(line, `names ${named}`).toContain(named);
+  expect(line).toMatch(c.problem);
+  for (const o of outputs) expect(fs.existsSync(o), `output ${o} must not exist`).toBe(false);
+  expect(fs.readdirSync(out), 'output directory must stay empty (no temp files)').toEqual([]);
+  return line.split(path.dirname(model)).join('<case>');
 }
 
 describe('bad input: one clear line naming the file, exit 1, no stack, nothing written, no hang', () => {
   it(`covers ${CASES.length} hostile inputs`, async () => {
-    const all = await allResults();
-    const slowest = Math.max(...all.map((x) => x.r.seconds));
-    console.log(`bad-input suite: ${CASES.length} cases through the CLI (slowest ${slowest.toFixed(1)} s)`);
+    const { inWorker, subprocess } = await allResults();
+    const slowest = Math.max(...inWorker.map((x) => x.r.seconds));
+    const slowestProcess = Math.max(...[...subprocess.values()].map((x) => x.r.seconds));
+    console.log(
+      `bad-input suite: ${CASES.length} cases through the CLI (slowest ${slowest.toFixed(2)} s); ` +
+        `${subprocess.size} of them also as separate processes (slowest ${slowestProcess.toFixed(1)} s)`,
+    );
     expect(CASES.length).toBeGreaterThanOrEqual(100);
   });
 
   CASES.forEach((c, i) => {
-    it(`${c.name} [${c.cmd ?? 'forward'}]`, async () => {
-      const { r, model, out, outputs, setupError } = (await allResults())[i]!;
-      expect(setupError, 'test setup').toBeNull();
-      const context = `${c.name}\nstderr:\n${r.stderr}\nstdout:\n${r.stdout.slice(0, 500)}`;
-      expect(r.timedOut, `hung (killed after ${CASE_TIMEOUT_MS} ms): ${context}`).toBe(false);
-      expect(r.code, context).toBe(1);
-      const lines = problemLines(r.stderr);
-      expect(lines, context).toHaveLength(1);
-      const line = lines[0]!;
-      expect(line, context).toMatch(/^synaxim: error: /);
-      expect(line).not.toMatch(/internal error/);
-      expect(r.stderr, 'no stack trace without --debug').not.toMatch(/^\s+at /m);
-      const named = c.names.startsWith('--') ? c.names : path.join(model, c.names);
-      expect(line, `names ${named}`).toContain(named);
-      expect(line).toMatch(c.problem);
-      for (const o of outputs) expect(fs.existsSync(o), `output ${o} must not exist`).toBe(false);
-      expect(fs.readdirSync(out), 'output directory must stay empty (no temp files)').toEqual([]);
+    it(`${c.name} [${c.cmd ?? 'forward'}${i % SUBPROCESS_EVERY === 0 ? ', + own process' : ''}]`, async () => {
+      const { inWorker, subprocess } = await allResults();
+      const line = expectCleanFailure(c, inWorker[i]!);
+      const own = subprocess.get(i);
+      if (own) expect(expectCleanFailure(c, own), 'the same line from a fresh `node bin/synaxim.js` process').toBe(line);
     });
   });
 });
 
 describe('controls: the pristine fixture passes every command; symlinks inside the model are fine', () => {
-  it('hf and symb copies: inspect, forward, convert, generate all exit 0 and write finite outputs', async () => {
-    const runs = await mapLimit(
-      [
-        { base: 'hf' as Base, cmd: 'inspect' as Command },
-        { base: 'hf' as Base, cmd: 'forward' as Command },
-        { base: 'hf' as Base, cmd: 'convert' as Command },
-        { base: 'hf' as Base, cmd: 'generate-text' as Command },
-        { base: 'sharded' as Base, cmd: 'forward' as Command },
-        { base: 'symb' as Base, cmd: 'inspect' as Command },
-        { base: 'symb' as Base, cmd: 'forward' as Command },
-        { base: 'symb' as Base, cmd: 'generate-text' as Command },
-      ],
-      CONCURRENCY,
-      async (k) => {
-        const { model, out } = prepare(k.base);
-        const { args, outputs } = argsFor(k.cmd, model, out);
-        return { k, outputs, r: await runCli(args, CASE_TIMEOUT_MS) };
-      },
-    );
+  it('hf, sharded and symb copies: inspect, forward, convert, generate all exit 0 and write finite outputs', async () => {
+    const kinds: { base: Base; cmd: Command }[] = [
+      { base: 'hf', cmd: 'inspect' },
+      { base: 'hf', cmd: 'forward' },
+      { base: 'hf', cmd: 'convert' },
+      { base: 'hf', cmd: 'generate-text' },
+      { base: 'sharded', cmd: 'forward' },
+      { base: 'symb', cmd: 'inspect' },
+      { base: 'symb', cmd: 'forward' },
+      { base: 'symb', cmd: 'generate-text' },
+    ];
+    const runs = await mapLimit(kinds, LANES, async (k, _i, lane) => {
+      const { model, out } = prepare(k.base);
+      const { args, outputs } = argsFor(k.cmd, model, out);
+      return { k, outputs, r: await worker(lane).run(args, CASE_TIMEOUT_MS) };
+    });
     for (const { k, outputs, r } of runs) {
       expect(r.code, `${k.base} ${k.cmd}: ${r.stderr}`).toBe(0);
       for (const o of outputs) expect(fs.existsSync(o), o).toBe(true);
@@ -519,14 +566,16 @@ describe('controls: the pristine fixture passes every command; symlinks inside t
       fs.renameSync(path.join(hub.model, f), path.join(repo, 'blobs', `sha-${f}`));
       fs.symlinkSync(`../../blobs/sha-${f}`, path.join(snapshot, f));
     }
-    const runs = await mapLimit([inside.model, snapshot], 2, (m) => runCli(argsFor('forward', m, path.join(path.dirname(m), 'o')).args, CASE_TIMEOUT_MS));
-    for (const r of runs) expect(r.code, r.stderr).toBe(0);
+    for (const m of [inside.model, snapshot]) {
+      const r = await worker(0).run(argsFor('forward', m, path.join(path.dirname(m), 'o')).args, CASE_TIMEOUT_MS);
+      expect(r.code, r.stderr).toBe(0);
+    }
   });
 
   it('--debug adds the stack trace to the same one-line message', async () => {
     const { model, out } = prepare('hf');
     truncateFile(st(model), 5);
-    const r = await runCli([...argsFor('forward', model, out).args, '--debug'], CASE_TIMEOUT_MS);
+    const r = await worker(1).run([...argsFor('forward', model, out).args, '--debug'], CASE_TIMEOUT_MS);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`synaxim: error: ${st(model)}: too small to be a safetensors file`);
     expect(r.stderr).toMatch(/^\s+at /m);

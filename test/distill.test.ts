@@ -11,6 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import yargs from 'yargs';
+import { command as distillCommand } from '../src/cli/commands/distill.ts';
 import { initBackend } from '../src/core/backend.ts';
 import { hashSequences } from '../src/core/corpus.ts';
 import { SynaximError } from '../src/core/errors.ts';
@@ -22,6 +24,7 @@ import { openModel } from '../src/formats/openModel.ts';
 import { readAllFloat32, SafetensorsFile } from '../src/formats/safetensors.ts';
 import { teacherPrefill } from '../src/teacher/teacher.ts';
 import { readTrainLog, runDistill, type DistillOptions } from '../src/distill/run.ts';
+import { acquireDirLock, LOCK_FILE, removeStaleTemps } from '../src/distill/lock.ts';
 import { teacherHiddenStates } from '../src/distill/teacherCache.ts';
 import { AdapterVariables, CHECKPOINT_FILE, LayerSource, loadCheckpoint, runPass, type InputMode, type MlpGrad, type PassContext } from '../src/distill/train.ts';
 
@@ -207,8 +210,19 @@ describe('distill on a tiny model', () => {
     expect(fs.readdirSync(out).filter((f) => f.includes('.tmp-'))).toEqual([]);
   });
 
-  it('--input teacher and --mlp-grad detached train too', async () => {
-    const r = await runDistill(tinyRun(path.join(tmp, 'run-teacher'), { input: 'teacher', mlpGrad: 'detached', layers: [1, 3], epochs: 2 }));
+  it('--input teacher and --mlp-grad detached train too; streaming weights gives the same adapter', async () => {
+    const over: Partial<DistillOptions> = { input: 'teacher', mlpGrad: 'detached', layers: [1, 3], epochs: 2 };
+    const r = await runDistill(tinyRun(path.join(tmp, 'run-teacher'), over));
+    const log = readTrainLog(r.logFile);
+    expect(log.epochs[1]!.trainLoss).toBeLessThan(log.epochs[0]!.trainLoss);
+    // One layer on the backend at a time (nothing resident) computes exactly the same.
+    const streamed = await runDistill(tinyRun(path.join(tmp, 'run-teacher-streamed'), { ...over, residentBytes: 0 }));
+    const bytes = (d: string) => fileBytes(path.join(d, 'adapter_model.safetensors'));
+    expect(bytes(streamed.adapterDir).equals(bytes(r.adapterDir))).toBe(true);
+  });
+
+  it('student input through an untrained layer between trained ones (--rest fixed)', async () => {
+    const r = await runDistill(tinyRun(path.join(tmp, 'run-gap'), { layers: [1, 3], rest: 'fixed', epochs: 2, residentBytes: 0 }));
     const log = readTrainLog(r.logFile);
     expect(log.epochs[1]!.trainLoss).toBeLessThan(log.epochs[0]!.trainLoss);
   });
@@ -221,6 +235,21 @@ describe('distill on a tiny model', () => {
     expect(Array.from(a.params[1]!.outputScale)).toEqual(Array.from(init.params[1]!.outputScale));
     expect(r.heldOutAfter).toEqual(r.heldOutBefore);
     expect(typeof r.bestLoss).toBe('number');
+  });
+
+  it('`synaxim distill` parses its flags with the documented defaults', async () => {
+    const out = path.join(tmp, 'run-cli');
+    await yargs(['distill', '--model', TINY, '--layers', '0-1,3', '--epochs', '0', '--seq-len', '16', '--max-seqs', '8', '--out', out, '--backend', 'wasm'])
+      .command(distillCommand)
+      .strict()
+      .fail((msg, e) => {
+        throw e ?? new Error(msg);
+      })
+      .parseAsync();
+    const a = readAdapter(path.join(out, 'symbiotic_adapter'));
+    expect(a.layers).toEqual([0, 1, 3]);
+    const t = a.config.training as Record<string, unknown>;
+    expect([t.epochs, t.lr, t.weight_decay, t.input, t.mlp_grad, t.rest, t.seed, t.seq_len, t.grad_clip]).toEqual([0, 0.01, 0.01, 'student', 'exact', 'engine', 0, 16, 1]);
   });
 
   it('refuses to overwrite or to resume with other settings', async () => {
@@ -292,23 +321,33 @@ describe('distill on a tiny model', () => {
     const logFile = path.join(out, 'train_log.jsonl');
     const stepLines = () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"type":"step"')).length : 0);
 
+    const noFinishedOutputs = () => {
+      for (const f of ['symbiotic_adapter', 'distill_report.md', 'loss_curve.svg']) expect(fs.existsSync(path.join(out, f)), f).toBe(false);
+    };
     // 1. kill -9 in epoch 2 (after at least 7 of 30 steps: one epoch checkpoint exists).
     const first = await runChildUntil(script, () => stepLines() >= 7, 'SIGKILL');
     expect(first.signal).toBe('SIGKILL');
     expect(loadCheckpoint(path.join(out, CHECKPOINT_FILE)).epoch).toBeGreaterThanOrEqual(1);
-    expect(fs.existsSync(path.join(out, 'symbiotic_adapter'))).toBe(false);
+    noFinishedOutputs();
 
-    // 2. resume, then Ctrl-C (SIGINT) mid-way: a clean exit (130) that saves a checkpoint.
+    // 2. resume, kill -9 again later.
     const resumeScript = childDistillScript({ ...opts, out, resume: true });
-    const second = await runChildUntil(resumeScript, () => stepLines() >= 17, 'SIGINT');
+    const again = await runChildUntil(resumeScript, () => stepLines() >= 13, 'SIGKILL');
+    expect(again.signal).toBe('SIGKILL');
+    expect(again.stderr).toMatch(/resuming from/);
+    noFinishedOutputs();
+
+    // 3. resume, then Ctrl-C (SIGINT) mid-way: a clean exit (130) that saves a checkpoint.
+    const second = await runChildUntil(resumeScript, () => stepLines() >= 19, 'SIGINT');
     expect(second.code).toBe(130);
     expect(second.stderr).toMatch(/checkpoint saved/);
     expect(second.stderr).not.toMatch(/at .*\.ts:\d+/); // no stack trace
     const ck = loadCheckpoint(path.join(out, CHECKPOINT_FILE));
-    expect(ck.globalStep).toBeGreaterThanOrEqual(17);
+    expect(ck.globalStep).toBeGreaterThanOrEqual(19);
     expect(ck.globalStep).toBeLessThan(30);
+    noFinishedOutputs();
 
-    // 3. resume to the end in this process.
+    // 4. resume to the end in this process.
     const resumed = await runDistill({ ...opts, out, resume: true });
     expect(resumed.resumedFrom).not.toBeNull();
     expect(fileBytes(path.join(resumed.adapterDir, 'adapter_model.safetensors')).equals(refBytes)).toBe(true);
@@ -318,6 +357,22 @@ describe('distill on a tiny model', () => {
     expect(log.steps.map((s) => s.step)).toEqual(Array.from({ length: 30 }, (_, i) => i));
     expect(log.epochs.map((e) => e.epoch)).toEqual([0, 1, 2, 3, 4, 5]);
     expect(log.steps.map((s) => s.loss)).toEqual(readTrainLog(reference.logFile).steps.map((s) => s.loss));
+    // Nothing left over from the killed processes.
+    expect(fs.readdirSync(out).filter((f) => f.startsWith('.'))).toEqual([]);
+  });
+
+  it('one run per output directory; a dead owner\'s lock is taken over', () => {
+    const dir = path.join(tmp, 'locked');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, LOCK_FILE), String(process.ppid)); // a live process
+    expect(() => acquireDirLock(dir)).toThrow(new RegExp(`another distill run \\(pid ${process.ppid}\\) is writing this directory`));
+    fs.writeFileSync(path.join(dir, LOCK_FILE), '2147480000'); // no such process
+    fs.writeFileSync(path.join(dir, '.checkpoint.safetensors.tmp-2147480000-3'), 'partial');
+    const release = acquireDirLock(dir);
+    expect(removeStaleTemps(dir)).toBe(1);
+    expect(fs.readFileSync(path.join(dir, LOCK_FILE), 'utf8')).toBe(String(process.pid));
+    release();
+    expect(fs.readdirSync(dir)).toEqual([]);
   });
 });
 

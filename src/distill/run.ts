@@ -17,6 +17,7 @@ import { REST_POLICIES, type RestPolicy } from '../engine/student.ts';
 import { openModel } from '../formats/openModel.ts';
 import { loadTokenizer } from '../formats/tokenizer.ts';
 import type { ModelWeights } from '../formats/weights.ts';
+import { acquireDirLock, removeStaleTemps } from './lock.ts';
 import { exportAdapter, toolVersion, type ExportProvenance } from './export.ts';
 import { ADAMW_DEFAULTS } from './optimizer.ts';
 import { writeDistillReport, type EpochRecord, type StepRecord } from './report.ts';
@@ -132,6 +133,7 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
   const student = openModel(resolved.studentDir);
   const teacherSame = path.resolve(resolved.teacherDir) === path.resolve(resolved.studentDir);
   const teacher = teacherSame ? student : openModel(resolved.teacherDir);
+  let releaseLock: (() => void) | null = null;
   try {
     const c = student.config;
     if (!teacherSame) sameShape(student, teacher);
@@ -168,6 +170,8 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
     const outDir = path.resolve(o.out);
     const ckptFile = path.join(outDir, CHECKPOINT_FILE);
     const logFile = path.join(outDir, TRAIN_LOG_FILE);
+    releaseLock = acquireDirLock(outDir);
+    removeStaleTemps(outDir); // debris of a run that was killed mid-write
     const studentHash = contentHash(resolved.studentDir);
     const teacherHash = teacherSame ? studentHash : contentHash(resolved.teacherDir);
     const fingerprint = {
@@ -414,6 +418,7 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
       rope?.sin.dispose();
     }
   } finally {
+    releaseLock?.();
     student.close();
     if (!teacherSame) teacher.close();
   }

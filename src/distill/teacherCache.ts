@@ -17,6 +17,7 @@ import { cacheDir } from '../core/paths.ts';
 import { SafetensorsFile, writeSafetensors } from '../formats/safetensors.ts';
 import type { ModelWeights } from '../formats/weights.ts';
 import { teacherPrefill } from '../teacher/teacher.ts';
+import { removeStaleTemps } from './lock.ts';
 
 /** Bump when the cached numbers would change for the same inputs (e.g. teacher arithmetic). */
 export const TEACHER_CACHE_VERSION = 1;
@@ -138,6 +139,7 @@ export function teacherHiddenStates(
   }
   if (useCache) {
     fs.mkdirSync(dir, { recursive: true });
+    removeStaleTemps(dir);
     for (const i of missing) writeCached(dir, i, hidden.get(i)!, T, D, key);
   }
   return { hidden, cacheDir: dir, fromCache };

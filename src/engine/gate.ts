@@ -145,9 +145,13 @@ export function gateRecurrent(seq: GateSequence, initialState?: tf.Tensor2D | nu
 
 /**
  * Default chunk size. Per token the intra-chunk part costs ~2·C·D multiply-adds and the
- * chunk-to-chunk state part ~2·D², so C ≈ D balances them; a sequence no longer than the chunk
- * needs no state at all (when the final state is not asked for). Clamped to [64, 512] — measured
- * with bench/gate.bench.ts (see the numbers there).
+ * chunk-to-chunk state ~2·D² (plus D² of memory traffic per chunk), so C ≈ D balances them; a
+ * sequence no longer than one chunk needs no state at all (unless the final state is asked for).
+ * Clamped to [64, 512]. Measured with bench/gate.bench.ts on wasm (2 shared cores): D = 64,
+ * T = 512 is fastest at C = 64 (forward and forward+backward; 16/32 and 256/512 are 1.5–4×
+ * slower); D = 4096, T = 512 is fastest at C = 512 (one chunk): ~1850 tok/s against 430 (C = 256),
+ * 195 (C = 64) and 63 (C = 32) — and smaller chunks need a carried 64 MiB state per chunk for
+ * backprop.
  */
 export function defaultChunkSize(D: number): number {
   let c = 64;

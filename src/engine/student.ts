@@ -97,6 +97,7 @@ export function layerPolicyKinds(config: ModelConfig, adapter: Adapter | null | 
  * cos/sin for the tokens' positions (used by `engine` only).
  */
 export function gateInputs(x: tf.Tensor2D, layer: LayerTensors, c: ModelConfig, policy: LayerPolicy, rope: { cos: tf.Tensor2D; sin: tf.Tensor2D } | null): GateSequence {
+  if (policy.kind === 'teacher') throw new Error('gateInputs: the teacher policy has no gate');
   return tf.tidy(() => {
     const T = x.shape[0];
     let { q, k, v } = qkvProjections(x, layer);

@@ -22,6 +22,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { backendInfo } from '../core/backend.ts';
 import { checkSequences, sha256Hex, type Corpus } from '../core/corpus.ts';
 import { fail } from '../core/errors.ts';
+import { chooseWorkers, WorkerPool } from '../core/workers.ts';
 import { resolveModel, type ResolvedModel } from '../core/registry.ts';
 import { qDim, type ModelConfig } from '../formats/config.ts';
 import { openModel } from '../formats/openModel.ts';
@@ -59,6 +60,12 @@ export interface RunEvalOptions {
   log?: (line: string) => void;
   /** Called once with done = 0 before the first batch, then after each configuration finished a batch (units done/total, tokens fed). */
   progress?: (done: number, total: number, tokens: number, status: string) => void;
+  /**
+   * Worker threads (src/core/workers.ts) that run (batch, configuration) units side by side, each
+   * with its own tfjs engine; the statistics are accumulated here in the same order as with one,
+   * so the report's figures are identical. Default: `chooseWorkers` (1 for tiny jobs or < 2 cores).
+   */
+  workers?: number | null;
 }
 
 /** How one configuration computes logits for a batch of windows. */
@@ -200,6 +207,152 @@ export async function prepareWindows(
   return { windows, corpora, documents: new Set(windows.map((w) => w.doc)).size, tokenizerFile: tokenizer.file };
 }
 
+/**
+ * Every configuration that applies to these weights (teacher first), each with how it runs a batch.
+ * Shared by `runEval` and its worker threads (`evalUnitInWorker`), so both run the same code.
+ */
+export function configurationPlans(teacherWeights: ModelWeights, studentWeights: ModelWeights, adapter: Adapter | null, rest: RestPolicy): ConfigurationPlan[] {
+  const c = teacherWeights.config;
+  const all: ConfigurationPlan[] = [
+    {
+      name: 'teacher',
+      description: `softmax attention on the teacher's weights (${teacherWeights.format} ${teacherWeights.storage})`,
+      weights: 'teacher',
+      layers: layerPolicies(c.numLayers, null, 'teacher'),
+      run: (seqs, hidden) => teacherPrefill(teacherWeights, seqs, { hidden }),
+    },
+  ];
+  if (studentWeights !== teacherWeights && studentWeights.format === 'symb') {
+    all.push({
+      name: 'teacher-on-student-weights',
+      description: `softmax attention on the student's dequantized weights (${studentWeights.storage}): quantization error only`,
+      weights: 'student',
+      layers: layerPolicies(c.numLayers, null, 'teacher'),
+      run: (seqs, hidden) => teacherPrefill(studentWeights, seqs, { hidden }),
+    });
+  }
+  all.push({
+    name: 'engine',
+    description: 'every layer engine-v0.1.1 (the published engine, no adapter)',
+    weights: 'student',
+    layers: layerPolicies(c.numLayers, null, 'engine'),
+    run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'engine', hidden }),
+  });
+  if (adapter) {
+    all.push({
+      name: 'adapter',
+      description: `adapted layers adapter-v1, the others ${REST_TO_POLICY[rest]} (--rest ${rest})`,
+      weights: 'student',
+      layers: layerPolicies(c.numLayers, adapter, rest),
+      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest, hidden }),
+    });
+    all.push({
+      name: 'hybrid',
+      description: 'adapted layers adapter-v1, the others softmax attention',
+      weights: 'student',
+      layers: layerPolicies(c.numLayers, adapter, 'teacher'),
+      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest: 'teacher', hidden }),
+    });
+  }
+  return all;
+}
+
+/** What a worker needs to open the same models as `runEval` (structured-cloneable). */
+export interface EvalWorkerSpec {
+  model: string;
+  teacher: string | null;
+  adapter: string | null;
+  rest: RestPolicy;
+}
+
+/** Worker-side cache: the models of the last spec, kept open between units. */
+let workerModels: { key: string; plans: ConfigurationPlan[]; close: () => void } | null = null;
+
+/**
+ * Runs in a worker thread (src/core/workers.ts): one configuration over one batch of windows, with
+ * the worker's own tfjs engine. Returns the prefill result (its arrays are moved to the caller).
+ */
+export function evalUnitInWorker(spec: EvalWorkerSpec, planName: ConfigurationName, sequences: number[][], hidden: boolean): { out: PrefillResult; seconds: number } {
+  const key = JSON.stringify(spec);
+  if (workerModels?.key !== key) {
+    workerModels?.close();
+    const resolved = resolveModel(spec.model, spec.teacher ? { teacher: spec.teacher } : {});
+    const teacherWeights = openModel(resolved.teacherDir);
+    const studentWeights = path.resolve(resolved.studentDir) === path.resolve(resolved.teacherDir) ? teacherWeights : openModel(resolved.studentDir);
+    const adapter = spec.adapter ? readAdapter(spec.adapter, studentWeights.config) : null;
+    workerModels = {
+      key,
+      plans: configurationPlans(teacherWeights, studentWeights, adapter, spec.rest),
+      close: () => {
+        if (studentWeights !== teacherWeights) studentWeights.close();
+        teacherWeights.close();
+      },
+    };
+  }
+  const plan = workerModels.plans.find((p) => p.name === planName);
+  if (!plan) throw new Error(`evalUnitInWorker: no configuration '${planName}' in the worker`);
+  const t = performance.now();
+  const out = plan.run(sequences, hidden);
+  return { out, seconds: (performance.now() - t) / 1000 };
+}
+
+/**
+ * Run units 0..total-1 on a pool of `workers` threads and hand each result to `accumulate` in unit
+ * order. A worker may run ahead of the oldest unfinished unit by at most 2·workers units, which
+ * bounds the results held here (each holds a batch's logits).
+ */
+async function runUnitsInWorkers(
+  workers: number,
+  total: number,
+  argsOf: (unit: number) => unknown[],
+  accumulate: (unit: number, out: PrefillResult, seconds: number) => void,
+): Promise<void> {
+  const pool = await WorkerPool.start(workers);
+  const results = new Map<number, { out: PrefillResult; seconds: number }>();
+  let next = 0;
+  let flushed = 0;
+  let failure: unknown = null;
+  let waiting: (() => void)[] = [];
+  const wake = () => {
+    const w = waiting;
+    waiting = [];
+    w.forEach((f) => f());
+  };
+  const flush = () => {
+    while (results.has(flushed)) {
+      const r = results.get(flushed)!;
+      results.delete(flushed);
+      accumulate(flushed, r.out, r.seconds);
+      flushed += 1;
+    }
+    wake();
+  };
+  const lane = async (w: number) => {
+    while (failure === null && next < total) {
+      if (next - flushed >= 2 * workers) {
+        await new Promise<void>((resolve) => waiting.push(resolve));
+        continue;
+      }
+      const unit = next++;
+      try {
+        results.set(unit, await pool.call<{ out: PrefillResult; seconds: number }>(w, RUNNER_MODULE, 'evalUnitInWorker', argsOf(unit)));
+        flush();
+      } catch (e) {
+        failure ??= e;
+        wake();
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: workers }, (_, w) => lane(w)));
+  } finally {
+    await pool.close();
+  }
+  if (failure !== null) throw failure;
+}
+
+const RUNNER_MODULE = new URL(import.meta.url);
+
 /** Run an evaluation and return its report (not yet written; see writeReport). */
 export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
   const t0 = performance.now();
@@ -216,47 +369,7 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
     const adapterDir = adapter?.source ? path.dirname(adapter.source) : null;
 
     // ---- the plan: which configurations, on which weights, with which layer policies
-    const all: ConfigurationPlan[] = [
-      {
-        name: 'teacher',
-        description: `softmax attention on the teacher's weights (${teacherWeights.format} ${teacherWeights.storage})`,
-        weights: 'teacher',
-        layers: layerPolicies(c.numLayers, null, 'teacher'),
-        run: (seqs, hidden) => teacherPrefill(teacherWeights, seqs, { hidden }),
-      },
-    ];
-    if (studentWeights !== teacherWeights && studentWeights.format === 'symb') {
-      all.push({
-        name: 'teacher-on-student-weights',
-        description: `softmax attention on the student's dequantized weights (${studentWeights.storage}): quantization error only`,
-        weights: 'student',
-        layers: layerPolicies(c.numLayers, null, 'teacher'),
-        run: (seqs, hidden) => teacherPrefill(studentWeights, seqs, { hidden }),
-      });
-    }
-    all.push({
-      name: 'engine',
-      description: 'every layer engine-v0.1.1 (the published engine, no adapter)',
-      weights: 'student',
-      layers: layerPolicies(c.numLayers, null, 'engine'),
-      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'engine', hidden }),
-    });
-    if (adapter) {
-      all.push({
-        name: 'adapter',
-        description: `adapted layers adapter-v1, the others ${REST_TO_POLICY[rest]} (--rest ${rest})`,
-        weights: 'student',
-        layers: layerPolicies(c.numLayers, adapter, rest),
-        run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest, hidden }),
-      });
-      all.push({
-        name: 'hybrid',
-        description: 'adapted layers adapter-v1, the others softmax attention',
-        weights: 'student',
-        layers: layerPolicies(c.numLayers, adapter, 'teacher'),
-        run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest: 'teacher', hidden }),
-      });
-    }
+    const all = configurationPlans(teacherWeights, studentWeights, adapter, rest);
     const wanted = opts.configurations ?? suite.configurations;
     if (wanted) {
       for (const w of wanted) {
@@ -281,36 +394,56 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
     const acc = new Map(plans.map((p) => [p.name, new ComparisonAccumulator(bucket)]));
     const hid = new Map(plans.map((p) => [p.name, new HiddenAccumulator()]));
     const wall = new Map(plans.map((p) => [p.name, 0]));
-    const batchTokens = opts.batchTokens ?? Math.max(suite.context, Math.min(8192, Math.floor(2 ** 26 / c.vocabSize)));
+    const defaultBatch = Math.max(suite.context, Math.min(8192, Math.floor(2 ** 26 / c.vocabSize)));
+    // Workers take (batch, configuration) units: with more than one, cut the windows into at least
+    // that many batches so every worker has work even when one batch would hold them all.
+    // A worker costs ~1–2 s to start (tsx, tfjs, wasm): jobs under ~2·10¹⁰ multiply-adds stay here.
+    const flops = 2 * fed * plans.length * (c.numLayers * (3 * c.intermediateSize + 2 * qDim(c) + 2 * c.numKvHeads * c.headDim) * c.hiddenSize + c.vocabSize * c.hiddenSize);
+    const workers = chooseWorkers({ requested: opts.workers, units: windows.length * plans.length, tiny: flops < 2e10 });
+    const batchTokens = opts.batchTokens ?? (workers > 1 ? Math.max(suite.context, Math.min(defaultBatch, Math.ceil(fed / workers))) : defaultBatch);
     const batches = batchWindows(windows, batchTokens);
     const totalUnits = batches.length * plans.length;
     let done = 0;
     opts.progress?.(0, totalUnits, 0, 'starting');
+    if (workers > 1) log(`eval: ${workers} worker threads over ${batches.length} batches × ${plans.length} configurations`);
 
-    for (const batch of batches) {
-      const seqs = batch.map((w) => w.ids);
-      const batchFed = seqs.reduce((a, s) => a + s.length, 0);
-      let ref: PrefillResult | null = null;
-      for (const plan of plans) {
-        const t = performance.now();
-        const out = plan.run(seqs, wantHidden);
-        checkFinite(plan.name, batch, out, c.vocabSize);
-        if (plan.name === 'teacher') ref = out;
-        const a = acc.get(plan.name)!;
-        const h = hid.get(plan.name)!;
-        batch.forEach((w, s) => {
-          a.addWindow(ref!.logits[s]!, out.logits[s]!, c.vocabSize, w.ids, w.firstScored);
-          if (wantHidden && plan.name !== 'teacher' && out.hidden && ref!.hidden) {
-            // the states at the scored (predicting) positions
-            for (let l = 0; l < out.hidden[s]!.length; l++) {
-              h.add(l, ref!.hidden[s]![l]!, out.hidden[s]![l]!, c.hiddenSize, w.firstScored, w.ids.length - 1);
-            }
+    // Units in canonical order (batch-major, teacher first): each configuration's accumulators see
+    // the windows in the same order whether the units ran here or in workers, so the figures agree.
+    const refs = new Map<number, PrefillResult>();
+    const accumulate = (unit: number, out: PrefillResult, seconds: number) => {
+      const b = Math.floor(unit / plans.length);
+      const plan = plans[unit % plans.length]!;
+      const batch = batches[b]!;
+      const t = performance.now();
+      checkFinite(plan.name, batch, out, c.vocabSize);
+      if (plan.name === 'teacher') refs.set(b, out);
+      const ref = refs.get(b)!;
+      const a = acc.get(plan.name)!;
+      const h = hid.get(plan.name)!;
+      batch.forEach((w, s) => {
+        a.addWindow(ref.logits[s]!, out.logits[s]!, c.vocabSize, w.ids, w.firstScored);
+        if (wantHidden && plan.name !== 'teacher' && out.hidden && ref.hidden) {
+          // the states at the scored (predicting) positions
+          for (let l = 0; l < out.hidden[s]!.length; l++) {
+            h.add(l, ref.hidden[s]![l]!, out.hidden[s]![l]!, c.hiddenSize, w.firstScored, w.ids.length - 1);
           }
-        });
-        wall.set(plan.name, wall.get(plan.name)! + (performance.now() - t) / 1000);
-        done += 1;
-        opts.progress?.(done, totalUnits, batchFed, plan.name);
+        }
+      });
+      if (unit % plans.length === plans.length - 1) refs.delete(b);
+      wall.set(plan.name, wall.get(plan.name)! + seconds + (performance.now() - t) / 1000);
+      done += 1;
+      opts.progress?.(done, totalUnits, batch.reduce((x, w) => x + w.ids.length, 0), plan.name);
+    };
+
+    if (workers <= 1) {
+      for (let unit = 0; unit < totalUnits; unit++) {
+        const t = performance.now();
+        const out = plans[unit % plans.length]!.run(batches[Math.floor(unit / plans.length)]!.map((w) => w.ids), wantHidden);
+        accumulate(unit, out, (performance.now() - t) / 1000);
       }
+    } else {
+      const spec: EvalWorkerSpec = { model: opts.model, teacher: opts.teacher ?? null, adapter: opts.adapter ?? null, rest };
+      await runUnitsInWorkers(workers, totalUnits, (unit) => [spec, plans[unit % plans.length]!.name, batches[Math.floor(unit / plans.length)]!.map((w) => w.ids), wantHidden], accumulate);
     }
 
     // ---- memory: attention state vs KV cache as a function of context

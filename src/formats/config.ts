@@ -229,8 +229,20 @@ export function readJsonFile(file: string): Json {
   try {
     return JSON.parse(text) as Json;
   } catch (e) {
-    fail(file, `invalid JSON (${(e as Error).message})`);
+    fail(file, `invalid JSON (${jsonErrorText(e)})`);
   }
+}
+
+/** Control characters (newlines, terminal escapes) that must not reach a one-line error message. */
+export const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+/**
+ * A JSON.parse error as one line: V8 quotes the text around the error, newlines and whatever bytes
+ * a broken file holds included.
+ */
+export function jsonErrorText(e: unknown): string {
+  const message = String((e as Error)?.message ?? e);
+  return message.replace(new RegExp(CONTROL_CHARS.source, 'g'), ' ').replace(/\s+/g, ' ').trim();
 }
 
 function isWithin(root: string, p: string): boolean {

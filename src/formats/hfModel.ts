@@ -25,23 +25,30 @@ export class HfWeights implements ModelWeights {
     requireInsideModelDir(dir, configFile);
     this.config = parseHfConfig(readJsonFile(configFile), configFile);
     this.ckpt = SafetensorsCheckpoint.open(dir);
-    this.storage = this.ckpt.info('model.embed_tokens.weight').dtype;
-    for (const [name, shape] of this.expectedTensors()) this.checkShape(name, shape);
+    try {
+      this.storage = this.ckpt.info('model.embed_tokens.weight').dtype;
+      for (const [name, shape] of this.expectedTensors()) this.checkShape(name, shape);
+    } catch (e) {
+      this.ckpt.close();
+      throw e;
+    }
   }
 
   /**
    * Every tensor the config implies, with its shape. Checked against the headers at open (cheap),
-   * so a checkpoint missing a tensor of its last layer fails before any work, naming it.
+   * so a checkpoint missing a tensor of its last layer fails before any work, naming it. A
+   * generator: a config declaring 10^8 layers fails at the first missing one, without building a list.
    */
-  private expectedTensors(): [string, number[]][] {
+  private *expectedTensors(): Generator<[string, number[]]> {
     const c = this.config;
     const D = c.hiddenSize;
     const I = c.intermediateSize;
-    const out: [string, number[]][] = [['model.embed_tokens.weight', [c.vocabSize, D]], ['model.norm.weight', [D]]];
-    if (!c.tieWordEmbeddings) out.push(['lm_head.weight', [c.vocabSize, D]]);
+    yield ['model.embed_tokens.weight', [c.vocabSize, D]];
+    yield ['model.norm.weight', [D]];
+    if (!c.tieWordEmbeddings) yield ['lm_head.weight', [c.vocabSize, D]];
     for (let l = 0; l < c.numLayers; l++) {
       const p = `model.layers.${l}.`;
-      out.push(
+      const out: [string, number[]][] = [
         [p + 'input_layernorm.weight', [D]],
         [p + 'self_attn.q_proj.weight', [qDim(c), D]],
         [p + 'self_attn.k_proj.weight', [kvDim(c), D]],
@@ -51,11 +58,11 @@ export class HfWeights implements ModelWeights {
         [p + 'mlp.gate_proj.weight', [I, D]],
         [p + 'mlp.up_proj.weight', [I, D]],
         [p + 'mlp.down_proj.weight', [D, I]],
-      );
+      ];
       const biases: [string, number][] = [['self_attn.q_proj.bias', qDim(c)], ['self_attn.k_proj.bias', kvDim(c)], ['self_attn.v_proj.bias', kvDim(c)]];
       for (const [n, size] of biases) if (c.attentionBias || this.ckpt.has(p + n)) out.push([p + n, [size]]);
+      yield* out;
     }
-    return out;
   }
 
   private tensor(name: string, shape: number[]): Float32Array {

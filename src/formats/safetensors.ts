@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fail } from '../core/errors.ts';
 import { writeFileAtomic } from '../core/atomic.ts';
 import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../core/fp16.ts';
-import { requireInsideModelDir } from './config.ts';
+import { CONTROL_CHARS, jsonErrorText, requireInsideModelDir } from './config.ts';
 
 export type StDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
 
@@ -75,12 +75,14 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   try {
     json = JSON.parse(text);
   } catch (e) {
-    fail(file, `safetensors header is not valid JSON (${(e as Error).message})`);
+    fail(file, `safetensors header is not valid JSON (${jsonErrorText(e)})`);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) fail(file, 'safetensors header must be a JSON object');
   const keys = topLevelKeys(text);
   const seen = new Set<string>();
   for (const k of keys) {
+    // Names end up in one-line error messages and on terminals: no newlines, no escape sequences.
+    if (CONTROL_CHARS.test(k)) fail(file, `tensor name ${JSON.stringify(k)} contains control characters`);
     if (seen.has(k)) fail(file, `duplicate tensor name '${k}' in safetensors header`);
     seen.add(k);
   }
@@ -90,7 +92,7 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   for (const [name, raw] of Object.entries(obj)) {
     if (name === '__metadata__') {
       if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, '__metadata__ must be a string→string map');
-      for (const [k, v] of Object.entries(raw)) if (typeof v !== 'string') fail(file, `__metadata__ value for '${k}' is not a string`);
+      for (const [k, v] of Object.entries(raw)) if (typeof v !== 'string') fail(file, `__metadata__ value for ${JSON.stringify(k)} is not a string`);
       metadata = raw as Record<string, string>;
       continue;
     }
@@ -320,40 +322,50 @@ export class SafetensorsCheckpoint {
       try {
         index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
       } catch (e) {
-        return fail(indexPath, `invalid JSON (${(e as Error).message})`);
+        return fail(indexPath, `invalid JSON (${jsonErrorText(e)})`);
       }
       const map = (index as { weight_map?: unknown })?.weight_map;
       if (typeof map !== 'object' || map === null || Array.isArray(map)) fail(indexPath, "missing 'weight_map' object");
       const shardOf = new Map<string, string>();
       const shards = new Set<string>();
       for (const [name, shard] of Object.entries(map as Record<string, unknown>)) {
-        if (typeof shard !== 'string' || shard.length === 0 || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
+        if (CONTROL_CHARS.test(name)) fail(indexPath, `tensor name ${JSON.stringify(name)} contains control characters`);
+        if (typeof shard !== 'string' || shard.length === 0 || CONTROL_CHARS.test(shard) || shard.includes('/') || shard.includes('\\') || shard.startsWith('.')) {
           fail(indexPath, `tensor '${name}': shard ${JSON.stringify(shard)} is not a plain file name in this directory`);
         }
         shardOf.set(name, path.join(dirOrFile, shard));
         shards.add(shard);
       }
       const ck = new SafetensorsCheckpoint(dirOrFile, shardOf);
-      // Validate every shard's header now (cheap: headers only) and cross-check the index.
-      const claimed = new Map<string, string>();
       for (const shard of shards) {
         const file = path.join(dirOrFile, shard);
         if (!fs.existsSync(file)) fail(indexPath, `names shard '${shard}', which does not exist`);
         requireInsideModelDir(dirOrFile, file);
-        const f = ck.shard(file);
-        for (const n of f.names()) {
-          const prev = claimed.get(n);
-          if (prev) fail(indexPath, `tensor '${n}' appears in two shards ('${prev}' and '${shard}')`);
-          claimed.set(n, shard);
-          if (shardOf.get(n) !== file) fail(file, `tensor '${n}' is in this shard but the index names ${shardOf.has(n) ? `'${path.basename(shardOf.get(n)!)}'` : 'no shard'} for it`);
-        }
       }
-      for (const [n, file] of shardOf) if (!claimed.has(n)) fail(indexPath, `tensor '${n}' is not in its shard '${path.basename(file)}'`);
+      // Validate every shard's header now (cheap: headers only) and cross-check the index.
+      try {
+        const claimed = new Map<string, string>();
+        for (const shard of shards) {
+          const file = path.join(dirOrFile, shard);
+          const f = ck.shard(file);
+          for (const n of f.names()) {
+            const prev = claimed.get(n);
+            if (prev) fail(indexPath, `tensor '${n}' appears in two shards ('${prev}' and '${shard}')`);
+            claimed.set(n, shard);
+            if (shardOf.get(n) !== file) fail(file, `tensor '${n}' is in this shard but the index names ${shardOf.has(n) ? `'${path.basename(shardOf.get(n)!)}'` : 'no shard'} for it`);
+          }
+        }
+        for (const [n, file] of shardOf) if (!claimed.has(n)) fail(indexPath, `tensor '${n}' is not in its shard '${path.basename(file)}'`);
+      } catch (e) {
+        ck.close(); // no file handles left behind by a checkpoint that failed to open
+        throw e;
+      }
       return ck;
     }
     const single = path.join(dirOrFile, 'model.safetensors');
     if (fs.existsSync(single)) {
       requireInsideModelDir(dirOrFile, single);
+      if (!fs.statSync(single).isFile()) fail(single, 'not a regular file');
       return SafetensorsCheckpoint.open(single);
     }
     return fail(dirOrFile, `no model.safetensors or ${INDEX_FILE} in this directory`);

@@ -137,6 +137,9 @@ function stringKey(j: Record<string, unknown>, key: string, fallback: string, fi
 
 export function parseSymbNames(j: Record<string, unknown>, file: string): SymbNames {
   const pattern = stringKey(j, 'layer_dir_pattern', DEFAULT_SYMB_NAMES.layerDirPattern, file);
+  for (const m of pattern.matchAll(/\{:0?(\d+)d\}/g)) {
+    if (Number(m[1]) > 9) fail(file, `layer_dir_pattern ${JSON.stringify(pattern)}: field width ${m[1]} is too large (at most 9)`);
+  }
   if (layerDir(pattern, 1) === layerDir(pattern, 0)) fail(file, `layer_dir_pattern ${JSON.stringify(pattern)} has no '{}' / '{:02d}' field for the layer index`);
   return {
     embeddingFile: stringKey(j, 'embedding_file', DEFAULT_SYMB_NAMES.embeddingFile, file),
@@ -301,6 +304,10 @@ export class SymbWeights implements ModelWeights {
     this.config = parseSymbConfig(j, this.configFile, { ...fileHints, ...hints });
     const { method, groupSize } = this.quantization;
     this.storage = method === 'int4' ? `int4/g${groupSize}` : method;
+    // The last layer the config declares must be there before we list every file of every layer:
+    // a corrupt num_layers (10^8) is one clear error, not minutes of building a list.
+    const lastLayerFile = path.join(dir, layerDir(names.layerDirPattern, this.config.numLayers - 1), `${LAYER_FILES[0].file}.symb`);
+    if (!fs.existsSync(lastLayerFile)) fail(lastLayerFile, `missing .symb file (config.symb.json declares ${this.config.numLayers} layers)`);
     this.specs = symbTensorSpecs(this.config, withBias, names);
     this.byHfName = new Map(this.specs.map((s) => [s.hfName, s]));
     for (const s of this.specs) this.checkFile(s);

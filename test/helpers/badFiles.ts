@@ -3,7 +3,7 @@
  * header edits, JSON edits, seeded byte mutations, and a CLI runner that kills hung children.
  * Everything works on copies in temporary directories; nothing here writes into ../shared.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -279,16 +279,89 @@ export function problemLines(stderr: string): string[] {
     .filter((l) => !/^synaxim: backend \S+ \(/.test(l));
 }
 
-/** Run async jobs with at most `limit` in flight. */
-export async function mapLimit<T, R>(items: T[], limit: number, job: (item: T, index: number) => Promise<R>): Promise<R[]> {
+/** Run async jobs with at most `limit` in flight; `lane` (0 … limit-1) says which of the parallel runners runs a job. */
+export async function mapLimit<T, R>(items: T[], limit: number, job: (item: T, index: number, lane: number) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
-  const worker = async () => {
+  const runner = async (lane: number) => {
     while (next < items.length) {
       const i = next++;
-      out[i] = await job(items[i]!, i);
+      out[i] = await job(items[i]!, i, lane);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, (_, lane) => runner(lane)));
   return out;
+}
+
+const WORKER = path.join(PROJECT_ROOT, 'test', 'helpers', 'cliWorker.ts');
+
+/**
+ * Runs CLI invocations through `main(argv)` in one long-lived child process (cliWorker.ts), one
+ * at a time: the CLI's whole error path (yargs, command, reportError, exit code) at a fraction of a
+ * process start each. An invocation that does not finish within its timeout kills the child (it
+ * is reported as timedOut, and the next invocation starts a fresh child).
+ */
+export class CliWorker {
+  private child: ChildProcessWithoutNullStreams | null = null;
+  private pending: ((r: CliResult) => void) | null = null;
+  private childStderr = '';
+
+  private start(): ChildProcessWithoutNullStreams {
+    const child = spawn(process.execPath, ['--import', 'tsx', WORKER], {
+      cwd: PROJECT_ROOT,
+      env: { ...process.env, SYNAXIM_MODELS: '', NO_COLOR: '1' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let buffer = '';
+    this.childStderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buffer += d.toString('utf8');
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        if (!line.startsWith('@@result ')) continue;
+        const r = JSON.parse(line.slice('@@result '.length)) as { code: number; stdout: string; stderr: string; seconds: number };
+        const done = this.pending;
+        this.pending = null;
+        done?.({ ...r, signal: null, timedOut: false });
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => (this.childStderr += d.toString('utf8')));
+    child.on('exit', (code, signal) => {
+      if (this.child === child) this.child = null;
+      const done = this.pending;
+      this.pending = null;
+      // The invocation ended the process itself (process.exit) or crashed it.
+      done?.({ code, signal, stdout: '', stderr: `cliWorker exited during the invocation:\n${this.childStderr}`, seconds: 0, timedOut: false });
+    });
+    this.child = child;
+    return child;
+  }
+
+  run(args: string[], timeoutMs = 30_000): Promise<CliResult> {
+    if (this.pending) throw new Error('CliWorker runs one invocation at a time');
+    const child = this.child ?? this.start();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending = null;
+        this.child = null;
+        child.kill('SIGKILL');
+        resolve({ code: null, signal: 'SIGKILL', stdout: '', stderr: '', seconds: timeoutMs / 1000, timedOut: true });
+      }, timeoutMs);
+      this.pending = (r) => {
+        clearTimeout(timer);
+        resolve(r);
+      };
+      child.stdin.write(JSON.stringify({ args }) + '\n');
+    });
+  }
+
+  close(): void {
+    const child = this.child;
+    this.child = null;
+    if (!child) return;
+    child.stdin.end();
+    setTimeout(() => child.kill('SIGKILL'), 2000).unref(); // in case it does not exit on its own
+  }
 }

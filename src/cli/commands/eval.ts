@@ -30,6 +30,7 @@ export interface EvalArgs {
   out: string;
   backend: Parameters<typeof startBackend>[0];
   quiet?: boolean;
+  workers?: number;
 }
 
 /** The suite the flags describe: --suite (name or file), or the ad-hoc --corpus suite; default smoke. */
@@ -65,6 +66,7 @@ export async function runEvalCommand(args: EvalArgs): Promise<{ json: string; md
     rest: args.rest,
     teacher: args.teacher,
     configurations,
+    workers: args.workers ?? null,
     log: (line) => {
       if (!args.quiet) process.stderr.write(`synaxim: ${line}\n`);
     },
@@ -106,6 +108,7 @@ export const command: CommandModule<any, any> = {
       .option('teacher', { type: 'string', describe: "teacher directory, or 'same' to use the student's own weights" })
       .option('configurations', { type: 'string', describe: `only these (comma-separated: ${CONFIGURATIONS.join(', ')}); the teacher always runs` })
       .option('out', { type: 'string', demandOption: true, describe: 'output directory for the report' })
+      .option('workers', { type: 'number', describe: 'worker threads, one tfjs engine each [default: 2 with ≥ 2 cores unless the job is tiny, else 1]' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress or summary on stderr (the report path still goes to stdout)' }),
   handler: async (args) => {
     await runEvalCommand(args as unknown as EvalArgs);

@@ -8,6 +8,7 @@ import { command as forward } from './forward.ts';
 import { command as generate } from './generate.ts';
 import { command as evaluate } from './eval.ts';
 import { command as compare } from './compare.ts';
+import { command as distill } from './distill.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const COMMANDS: CommandModule<any, any>[] = [inspect, convert, importLlama2c, fixture, forward, generate, evaluate, compare];
+export const COMMANDS: CommandModule<any, any>[] = [inspect, convert, importLlama2c, fixture, forward, generate, distill, evaluate, compare];
