@@ -5,6 +5,7 @@
  * of the tiny fixture. Each mutated file must either load with every weight finite, or fail with a
  * SynaximError — one line, naming a file of the model — never another exception, never a hang.
  *
+ * (JSON files also get number literals replaced by hostile values: 0, -1, 1e300, null, "7", ...)
  * Every iteration runs the in-process API (openModel + every tensor of every layer, the embedding
  * and the output projection; parseHfConfig / parseSymbConfig; loadTokenizer + encode/decode).
  * Every CLI_EVERY-th iteration also runs the CLI (`forward`, or `generate --prompt` for the
@@ -150,7 +151,7 @@ describe('fuzz: mutated model files load cleanly or fail with one SynaximError l
       byTarget.set(t.name, (byTarget.get(t.name) ?? 0) + 1);
       const file = path.join(work[t.model], t.file);
       const original = fs.readFileSync(file);
-      const m = mutate(original, random, t.kind === 'weights' ? 64 : 512);
+      const m = mutate(original, random, t.kind === 'weights' ? 64 : 512, t.kind !== 'weights');
       const note = (what: string) => problems.push({ iteration, target: t.name, mutation: m.detail, what });
       fs.writeFileSync(file, m.bytes);
       try {

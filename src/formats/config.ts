@@ -55,6 +55,19 @@ export function kvDim(c: ModelConfig): number {
 
 type Json = Record<string, unknown>;
 
+/**
+ * More layers than this is a corrupt config, not a model (released models have at most ~130):
+ * refusing it up front keeps code that lists every layer's tensors (convert, the readers) from
+ * building lists of 10^9 entries for one flipped digit.
+ */
+export const MAX_LAYERS = 4096;
+
+function layerCount(file: string, j: Json, key: string): number {
+  const n = positiveInt(file, j, key);
+  if (n > MAX_LAYERS) fail(file, `'${key}' is ${n}, more than the ${MAX_LAYERS} layers any real model has (corrupt config?)`);
+  return n;
+}
+
 function positiveInt(file: string, j: Json, key: string, fallback?: number): number {
   const v = j[key] ?? fallback;
   if (v === undefined || v === null) fail(file, `missing required field '${key}'`);
@@ -153,7 +166,7 @@ export function parseHfConfig(j: Json, file = 'config.json'): ModelConfig {
     architecture,
     hiddenSize,
     intermediateSize: positiveInt(file, j, 'intermediate_size'),
-    numLayers: positiveInt(file, j, 'num_hidden_layers'),
+    numLayers: layerCount(file, j, 'num_hidden_layers'),
     numHeads,
     numKvHeads,
     headDim,
@@ -184,7 +197,7 @@ export function parseSymbConfig(j: Json, file = 'config.symb.json', hfHints: Par
   if (act !== 'silu') fail(file, `unsupported hidden_act ${JSON.stringify(act)}`);
   const hiddenSize = positiveInt(file, j, 'hidden_size');
   const numHeads = positiveInt(file, j, 'num_attention_heads');
-  const numLayers = positiveInt(file, j, 'num_layers');
+  const numLayers = layerCount(file, j, 'num_layers');
   if (Array.isArray(j.layer_types)) {
     if (j.layer_types.length !== numLayers) fail(file, `layer_types has ${j.layer_types.length} entries for num_layers ${numLayers}`);
     for (const t of j.layer_types) if (t !== 'full_attention') fail(file, `unsupported layer type ${JSON.stringify(t)}`);

@@ -149,7 +149,8 @@ export function writeFixtureHf(shape: FixtureShape, dir: string, seed = 0, onPro
   const shardName = (i: number) => (sharded ? `model-${String(i + 1).padStart(5, '0')}-of-${String(total).padStart(5, '0')}.safetensors` : 'model.safetensors');
   const embedShard = (): Record<string, StTensorToWrite> => {
     const p = new Prng(seed, 1);
-    return { 'model.embed_tokens.weight': t(p, [V, D], 1.0) };
+    // std 2.5/√D: tied logits then have a standard deviation of about 2.5 — peaked, not degenerate.
+    return { 'model.embed_tokens.weight': t(p, [V, D], 2.5 / Math.sqrt(D)) };
   };
   const layerTensors = (l: number): Record<string, StTensorToWrite> => {
     const p = new Prng(seed, 100 + l);
@@ -170,7 +171,7 @@ export function writeFixtureHf(shape: FixtureShape, dir: string, seed = 0, onPro
   const headShard = (): Record<string, StTensorToWrite> => {
     const p = new Prng(seed, 2);
     const out: Record<string, StTensorToWrite> = { 'model.norm.weight': ones(D, p) };
-    if (!cfg.tie_word_embeddings) out['lm_head.weight'] = t(p, [V, D], 1 / Math.sqrt(D) * 4);
+    if (!cfg.tie_word_embeddings) out['lm_head.weight'] = t(p, [V, D], 2.5 / Math.sqrt(D));
     return out;
   };
   shards.push({ file: shardName(0), tensors: embedShard });

@@ -182,7 +182,10 @@ export function rng(seed: number): () => number {
   };
 }
 
-export type MutationKind = 'flip' | 'truncate' | 'insert' | 'header-flip';
+export type MutationKind = 'flip' | 'truncate' | 'insert' | 'header-flip' | 'json-value';
+
+/** Values that break configs in ways bit flips rarely reach: zero, negative, huge, fractional, wrong types. */
+const HOSTILE_JSON_VALUES = ['0', '-1', '-0', '0.5', '100000000', '4294967296', '9007199254740993', '1e300', 'null', '"7"', '[]', '{}', 'true'];
 
 export interface Mutation {
   kind: MutationKind;
@@ -194,10 +197,11 @@ export interface Mutation {
 /**
  * One random mutation of `original`: flip 1–8 random bits anywhere; flip bits in the first
  * `headerBytes` (where structure lives: safetensors/int4 headers, JSON); truncate at a random
- * point; or insert 1–16 random bytes at a random point.
+ * point; insert 1–16 random bytes at a random point; or, for JSON files (`json`), replace one
+ * number literal with a hostile value.
  */
-export function mutate(original: Buffer, random: () => number, headerBytes = 256): Mutation {
-  const kinds: MutationKind[] = ['flip', 'header-flip', 'truncate', 'insert'];
+export function mutate(original: Buffer, random: () => number, headerBytes = 256, json = false): Mutation {
+  const kinds: MutationKind[] = ['flip', 'header-flip', 'truncate', 'insert', ...(json ? (['json-value', 'json-value'] as const) : [])];
   const kind = kinds[Math.floor(random() * kinds.length)]!;
   const at = (limit: number) => Math.floor(random() * Math.max(1, limit));
   switch (kind) {
@@ -218,6 +222,15 @@ export function mutate(original: Buffer, random: () => number, headerBytes = 256
     case 'truncate': {
       const keep = at(original.length);
       return { kind, detail: `truncate to ${keep} of ${original.length} bytes`, bytes: original.subarray(0, keep) };
+    }
+    case 'json-value': {
+      const text = original.toString('utf8');
+      const numbers = [...text.matchAll(/-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g)];
+      if (numbers.length === 0) return { kind, detail: 'json-value: no numbers, unchanged', bytes: Buffer.from(original) };
+      const n = numbers[at(numbers.length)]!;
+      const value = HOSTILE_JSON_VALUES[at(HOSTILE_JSON_VALUES.length)]!;
+      const bytes = Buffer.from(text.slice(0, n.index) + value + text.slice(n.index! + n[0].length), 'utf8');
+      return { kind, detail: `json-value ${n[0]} at ${n.index} -> ${value}`, bytes };
     }
     case 'insert': {
       const pos = at(original.length + 1);
