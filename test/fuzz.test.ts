@@ -170,6 +170,7 @@ describe('fuzz: mutated model files load cleanly or fail with one SynaximError l
         const seconds = (performance.now() - t0) / 1000;
         slowest = Math.max(slowest, seconds);
         if (seconds > ITERATION_LIMIT_S) note(`took ${seconds.toFixed(1)} s`);
+        if (seconds > 1) console.log(`fuzz: slow iteration #${iteration} ${t.name} (${m.detail}): ${seconds.toFixed(2)} s`);
 
         if (iteration % CLI_EVERY === 0) {
           fs.rmSync(outFile, { force: true });

@@ -6,7 +6,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/core/backend.ts';
-import '../src/engine/gradients.ts'; // registers tfjs-core's gradients (the Node bundle ships none)
+import '../src/core/gradients.ts'; // registers tfjs-core's gradients (the Node bundle ships none)
 import { applyRope, linear, repeatKv, rmsNorm, ropeCosSin, ropeInvFreq, swigluMlp, transposeHost, uploadLayer, uploadMatrix, disposeLayer } from '../src/core/nn.ts';
 import type { ModelConfig } from '../src/formats/config.ts';
 

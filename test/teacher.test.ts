@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/core/backend.ts';
-import '../src/engine/gradients.ts'; // registers tfjs-core's gradients (the Node bundle ships none)
+import '../src/core/gradients.ts'; // registers tfjs-core's gradients (the Node bundle ships none)
 import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
 import { argmax, Sampler, sampleTopP, XorShiftRng } from '../src/core/sampling.ts';
 import { SynaximError } from '../src/core/errors.ts';

@@ -11,6 +11,8 @@ import { openModel } from '../../formats/openModel.ts';
 import { writeSafetensors, type StTensorToWrite } from '../../formats/safetensors.ts';
 import type { ModelWeights } from '../../formats/weights.ts';
 import { teacherPrefill, validateIds } from '../../teacher/teacher.ts';
+import { studentPrefill } from '../../engine/student.ts';
+import { readAdapter } from '../../engine/adapter.ts';
 import { parseIdList, startBackend, withBackend } from '../common.ts';
 
 export const ENGINES = ['teacher', 'student'] as const;
@@ -34,14 +36,13 @@ const teacherForward: SequenceForward = (weights, ids, opts) => {
   return { logits: r.logits[0], hidden: r.hidden?.[0] };
 };
 
-/**
- * STUDENT HOOK (the lead wires the student engine in here): return the student's SequenceForward
- * for these options — same output contract as the teacher's, hidden.i being the student's residual
- * stream.
- */
-// eslint-disable-next-line @typescript-eslint/no-unused-vars
-export function studentForward(_student: StudentOptions): SequenceForward {
-  return fail(null, '--engine student: student engine not available yet');
+/** The student's SequenceForward (chunked-parallel gate): hidden.i is the student's residual stream. */
+export function studentForward(student: StudentOptions): SequenceForward {
+  return (weights, ids, opts) => {
+    const adapter = student.adapter === null ? null : readAdapter(student.adapter, weights.config);
+    const r = studentPrefill(weights, [ids], { adapter, rest: student.rest, hidden: opts.hidden });
+    return { logits: r.logits[0]!, hidden: r.hidden?.[0] };
+  };
 }
 
 interface ForwardArgs {

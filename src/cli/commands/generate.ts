@@ -13,6 +13,8 @@ import { openModel } from '../../formats/openModel.ts';
 import { loadTokenizer, type Tokenizer } from '../../formats/tokenizer.ts';
 import type { ModelWeights } from '../../formats/weights.ts';
 import { TeacherDecoder, validateIds } from '../../teacher/teacher.ts';
+import { StudentDecoder } from '../../engine/student.ts';
+import { readAdapter } from '../../engine/adapter.ts';
 import { parseIdList, startBackend, withBackend } from '../common.ts';
 import { ENGINES, REST_POLICIES, type Engine, type RestPolicy, type StudentOptions } from './forward.ts';
 
@@ -26,13 +28,10 @@ export interface Decoder {
   dispose?(): void;
 }
 
-/**
- * STUDENT HOOK (the lead wires the student engine in here): a Decoder running the student's
- * recurrent form for these options.
- */
-// eslint-disable-next-line @typescript-eslint/no-unused-vars
-export function studentDecoder(_weights: ModelWeights, _student: StudentOptions): Decoder {
-  return fail(null, '--engine student: student engine not available yet');
+/** A Decoder running the student's recurrent form (constant memory per token). */
+export function studentDecoder(weights: ModelWeights, student: StudentOptions): Decoder {
+  const adapter = student.adapter === null ? null : readAdapter(student.adapter, weights.config);
+  return new StudentDecoder(weights, { adapter, rest: student.rest });
 }
 
 export type StopReason = 'eos' | 'max_tokens' | 'max_position';

@@ -1,0 +1,228 @@
+/**
+ * (b) and (d): the matmul-bound phases of one decoder layer, timed on the real code paths, against
+ * the backend's own plain-matmul speed at the same shapes, and how their cost grows with T.
+ *
+ * Phases (one layer, weights already on the backend — loading is timed separately):
+ * - teacher prefill: `decoderLayer` with the teacher's softmax attention block (what eval's
+ *   `teacher` configuration and the distillation's teacher pass run per layer);
+ * - student prefill: `studentLayerForward` with the engine-v0.1.1 policy (eval's `engine`);
+ * - distill step: `runPass` of src/distill/train.ts on one trained layer (adapter-v1, --input
+ *   teacher, --mlp-grad exact): forward + MSE + gradients of the adapter parameters, B sequences;
+ * - attention only (`causalAttention`) and gate only (`gateChunkedOutput`), for the growth in T.
+ *
+ * "Peak" is the backend's plain 2-D matMul (its fastest path, XNNPACK on wasm) timed on the very
+ * weight tensors of the layer with an input of the same rows: the phase's ideal time is the sum
+ * of the bare matmuls it must do (forward: q, k, v, o, gate, up, down; the distill step's backward
+ * adds dX through down, gate, up and o — the same shapes as down/gate/gate/q forward, which is how
+ * they are timed). fraction = ideal time / phase time = achieved / peak matmul throughput at the
+ * same shapes. Everything in a group is timed interleaved (see timing.ts).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { ropeCosSin, type LayerTensors } from '../core/nn.ts';
+import { qDim, kvDim, type ModelConfig } from '../formats/config.ts';
+import { initialAdapter } from '../engine/adapter.ts';
+import { gateChunkedOutput } from '../engine/gate.ts';
+import { gateInputs, studentLayerForward } from '../engine/student.ts';
+import { causalAttention } from '../teacher/attention.ts';
+import { applyRope } from '../core/nn.ts';
+import { attentionShape, decoderLayer, qkvProjections, softmaxAttentionBlock } from '../teacher/teacher.ts';
+import { AdapterVariables, LayerSource, runPass, type PassContext, type TrainOptions } from '../distill/train.ts';
+import { pseudoRandom } from '../core/workerTasks.ts';
+import { sig } from './machine.ts';
+import { SyntheticWeights, withShape } from './synthetic.ts';
+import { interleaved, force, type Timing } from './timing.ts';
+
+export type MatrixName = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
+const MATRICES: MatrixName[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+
+/** [in, out] of each projection. */
+export function matrixShape(c: ModelConfig, m: MatrixName): [number, number] {
+  const D = c.hiddenSize;
+  const I = c.intermediateSize;
+  switch (m) {
+    case 'q':
+      return [D, qDim(c)];
+    case 'k':
+    case 'v':
+      return [D, kvDim(c)];
+    case 'o':
+      return [qDim(c), D];
+    case 'gate':
+    case 'up':
+      return [D, I];
+    case 'down':
+      return [I, D];
+  }
+}
+
+/** Multiply-adds ×2 of x [T, in] · W [in, out] over the given matrices. */
+export function matmulFlops(c: ModelConfig, T: number, ms: MatrixName[]): number {
+  return ms.reduce((a, m) => {
+    const [i, o] = matrixShape(c, m);
+    return a + 2 * T * i * o;
+  }, 0);
+}
+
+/** Forward projections of a layer, and the backward input-gradient products of a distill step (by the forward matrix whose shape they have). */
+export const FORWARD: MatrixName[] = MATRICES;
+/** dX of down ([T,D]·W_downᵀ: gate's shape), of gate and up ([T,I]·Wᵀ: down's shape), of o ([T,D]·W_oᵀ: q's shape when D = D_q). */
+export const DISTILL_BACKWARD: MatrixName[] = ['gate', 'down', 'down', 'q'];
+
+/** One layer of a shape on the backend, owned by a distillation LayerSource (so runPass can use it too). */
+export class BenchLayer {
+  readonly config: ModelConfig;
+  readonly source: LayerSource;
+  readonly layer: LayerTensors;
+  constructor(shapeConfig: ModelConfig) {
+    this.config = withShape(shapeConfig, { numLayers: 1 });
+    this.source = new LayerSource(new SyntheticWeights(this.config), [0], Number.POSITIVE_INFINITY);
+    this.layer = this.source.get(0);
+  }
+  dispose(): void {
+    this.source.dispose();
+  }
+}
+
+/** Everything one sequence length needs, made outside the timed region. */
+export class PhaseInputs {
+  readonly h: tf.Tensor2D;
+  readonly rope: { cos: tf.Tensor2D; sin: tf.Tensor2D };
+  readonly matInputs: Map<number, tf.Tensor2D>;
+  readonly attention: { q: tf.Tensor2D; k: tf.Tensor2D; v: tf.Tensor2D };
+  readonly gate: ReturnType<typeof gateInputs>;
+  readonly pass: PassContext;
+  readonly params: AdapterVariables;
+
+  constructor(
+    readonly bl: BenchLayer,
+    readonly T: number,
+    /** Sequences per distill step. */
+    readonly B: number,
+  ) {
+    const c = bl.config;
+    const D = c.hiddenSize;
+    this.h = tf.tensor2d(pseudoRandom(T * D, 3), [T, D]);
+    this.rope = ropeCosSin(c, Array.from({ length: T }, (_, i) => i));
+    this.matInputs = new Map();
+    for (const m of MATRICES) {
+      const rows = matrixShape(c, m)[0];
+      if (!this.matInputs.has(rows)) this.matInputs.set(rows, tf.tensor2d(pseudoRandom(T * rows, 5 + rows), [T, rows]));
+    }
+    this.attention = tf.tidy(() => {
+      const { q, k, v } = qkvProjections(this.h, bl.layer);
+      return { q: applyRope(q, c.numHeads, c.headDim, this.rope.cos, this.rope.sin), k: applyRope(k, c.numKvHeads, c.headDim, this.rope.cos, this.rope.sin), v };
+    });
+    this.gate = gateInputs(this.h, bl.layer, c, { kind: 'engine' }, this.rope);
+    const opts: TrainOptions = { layers: [0], epochs: 1, lr: 1e-2, weightDecay: 0.01, gradClip: 1, batchSize: B, input: 'teacher', mlpGrad: 'exact', rest: 'engine', seed: 0 };
+    const teacher = new Map<number, Float32Array[]>([
+      [0, Array.from({ length: B }, (_, s) => pseudoRandom(T * D, 20 + s))],
+      [1, Array.from({ length: B }, (_, s) => pseudoRandom(T * D, 40 + s))],
+    ]);
+    this.pass = { config: c, layers: bl.source, opts, seqLen: T, teacher, studentStart: null, rope: null };
+    this.params = new AdapterVariables(initialAdapter([0], D));
+  }
+
+  dispose(): void {
+    this.h.dispose();
+    this.rope.cos.dispose();
+    this.rope.sin.dispose();
+    this.matInputs.forEach((t) => t.dispose());
+    Object.values(this.attention).forEach((t) => t.dispose());
+    Object.values(this.gate).forEach((t) => (t as tf.Tensor).dispose());
+    this.params.dispose();
+  }
+}
+
+export type PhaseName = 'teacherLayer' | 'studentLayer' | 'distillStep' | 'attentionOnly' | 'gateOnly';
+
+/** The candidates of one sequence length: bare matmuls (one per matrix) and the phases asked for. */
+export function phaseCandidates(x: PhaseInputs, phases: PhaseName[], bare: boolean): Record<string, () => void> {
+  const { layer } = x.bl;
+  const c = x.bl.config;
+  const out: Record<string, () => void> = {};
+  if (bare) {
+    for (const m of MATRICES) out[`matmul.${m}`] = () => force(() => tf.matMul(x.matInputs.get(matrixShape(c, m)[0])!, layer[m]));
+  }
+  for (const p of phases) {
+    switch (p) {
+      case 'teacherLayer':
+        out[p] = () => force(() => decoderLayer(x.h, layer, c.rmsNormEps, (n) => softmaxAttentionBlock(n, layer, c, x.rope.cos, x.rope.sin)));
+        break;
+      case 'studentLayer':
+        out[p] = () => force(() => studentLayerForward(x.h, layer, c, { kind: 'engine' }, { rope: x.rope }));
+        break;
+      case 'distillStep':
+        out[p] = () => {
+          runPass(x.pass, Array.from({ length: x.B }, (_, s) => s), x.params, true);
+        };
+        break;
+      case 'attentionOnly':
+        out[p] = () => force(() => causalAttention(x.attention.q, x.attention.k, x.attention.v, attentionShape(c)));
+        break;
+      case 'gateOnly':
+        out[p] = () => force(() => gateChunkedOutput(x.gate));
+        break;
+    }
+  }
+  return out;
+}
+
+export interface FractionRow {
+  phase: 'teacher prefill (one layer)' | 'distill step (one layer)';
+  shape: string;
+  T: number;
+  sequences: number;
+  phaseMs: number;
+  /** Σ of the bare matmuls the phase must do, at the same shapes (ms). */
+  idealMatmulMs: number;
+  matmulGflop: number;
+  achievedGflops: number;
+  peakGflops: number;
+  /** idealMatmulMs / phaseMs = achieved / peak. */
+  fractionOfPeak: number;
+}
+
+export interface PhaseTimings {
+  T: number;
+  matmulMs: Record<MatrixName, number>;
+  phases: Partial<Record<PhaseName, Timing>>;
+}
+
+/** Time the bare matmuls and the given phases at one sequence length (interleaved). */
+export function timePhases(bl: BenchLayer, T: number, B: number, phases: PhaseName[], reps: number, warmup: number): PhaseTimings {
+  const x = new PhaseInputs(bl, T, B);
+  try {
+    const t = interleaved(phaseCandidates(x, phases, true), reps, warmup);
+    const matmulMs = Object.fromEntries(MATRICES.map((m) => [m, t[`matmul.${m}`]!.ms])) as Record<MatrixName, number>;
+    const ph: Partial<Record<PhaseName, Timing>> = {};
+    for (const p of phases) ph[p] = t[p]!;
+    return { T, matmulMs, phases: ph };
+  } finally {
+    x.dispose();
+  }
+}
+
+/** The (b) rows from timings: teacher prefill and distill step as a fraction of peak. */
+export function fractionRows(shape: string, c: ModelConfig, t: PhaseTimings, B: number): FractionRow[] {
+  const rows: FractionRow[] = [];
+  const ideal = (ms: MatrixName[]) => ms.reduce((a, m) => a + t.matmulMs[m], 0);
+  const make = (phase: FractionRow['phase'], ms: MatrixName[], phaseMs: number, seqs: number): FractionRow => {
+    const idealMs = ideal(ms) * seqs;
+    const flops = matmulFlops(c, t.T, ms) * seqs;
+    return {
+      phase,
+      shape,
+      T: t.T,
+      sequences: seqs,
+      phaseMs: sig(phaseMs),
+      idealMatmulMs: sig(idealMs),
+      matmulGflop: sig(flops / 1e9),
+      achievedGflops: sig(flops / (phaseMs * 1e6)),
+      peakGflops: sig(flops / (idealMs * 1e6)),
+      fractionOfPeak: sig(idealMs / phaseMs),
+    };
+  };
+  if (t.phases.teacherLayer) rows.push(make('teacher prefill (one layer)', FORWARD, t.phases.teacherLayer.ms, 1));
+  if (t.phases.distillStep) rows.push(make('distill step (one layer)', [...FORWARD, ...DISTILL_BACKWARD], t.phases.distillStep.ms, B));
+  return rows;
+}
