@@ -23,6 +23,7 @@ import {
   rowNorms,
   type GateSequence,
 } from '../src/engine/gate.ts';
+import { randoms, relRms } from './helpers/numeric.ts';
 
 beforeAll(async () => {
   await initBackend('wasm');
@@ -30,31 +31,6 @@ beforeAll(async () => {
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-/** Deterministic pseudo-random numbers (mulberry32) -> uniform(-1, 1) * scale. */
-function randoms(n: number, seed: number, scale = 1): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
-}
-
-function relRms(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  expect(actual.length).toBe(expected.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < expected.length; i++) {
-    num += (actual[i] - expected[i]) ** 2;
-    den += expected[i] ** 2;
-  }
-  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
-}
 
 function allFinite(x: ArrayLike<number>): boolean {
   for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) return false;

@@ -9,31 +9,11 @@ import { initBackend } from '../src/core/backend.ts';
 import '../src/core/gradients.ts'; // registers tfjs-core's gradients (the Node bundle ships none)
 import { applyRope, linear, repeatKv, rmsNorm, ropeCosSin, ropeInvFreq, swigluMlp, transposeHost, uploadLayer, uploadMatrix, disposeLayer } from '../src/core/nn.ts';
 import type { ModelConfig } from '../src/formats/config.ts';
+import { maxAbsDiff, randoms } from './helpers/numeric.ts';
 
 beforeAll(async () => {
   await initBackend('wasm');
 });
-
-/** Deterministic pseudo-random numbers in [-scale, scale) (mulberry32). */
-function rand(n: number, seed: number, scale = 1): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 function config(overrides: Partial<ModelConfig> = {}): ModelConfig {
   return {
@@ -95,8 +75,8 @@ const W = (data: Float32Array, out: number, inDim: number) => uploadMatrix({ dat
 describe('rmsNorm', () => {
   it('matches the float64 reference for several shapes', () => {
     for (const [T, D, seed] of [[1, 8, 1], [5, 64, 2], [7, 96, 3]]) {
-      const x = rand(T * D, seed, 3);
-      const w = rand(D, seed + 100, 1);
+      const x = randoms(T * D, seed, 3);
+      const w = randoms(D, seed + 100, 1);
       const got = tf.tidy(() => rmsNorm(tf.tensor2d(x, [T, D]), tf.tensor1d(w), 1e-5).dataSync());
       expect(maxAbsDiff(got, refRmsNorm(x, T, D, w, 1e-5))).toBeLessThan(2e-6 * 3);
     }
@@ -110,9 +90,9 @@ describe('rmsNorm', () => {
 describe('linear', () => {
   it('is x·Wᵀ (+ bias) for W [out, in] uploaded with uploadMatrix', () => {
     for (const [T, inDim, outDim] of [[3, 5, 4], [1, 64, 172], [7, 33, 33]]) {
-      const x = rand(T * inDim, 7);
-      const w = rand(outDim * inDim, 8);
-      const b = rand(outDim, 9);
+      const x = randoms(T * inDim, 7);
+      const w = randoms(outDim * inDim, 8);
+      const b = randoms(outDim, 9);
       const got = tf.tidy(() => linear(tf.tensor2d(x, [T, inDim]), W(w, outDim, inDim)).dataSync());
       expect(maxAbsDiff(got, refLinear(x, T, inDim, w, outDim))).toBeLessThan(1e-5);
       const gotB = tf.tidy(() => linear(tf.tensor2d(x, [T, inDim]), W(w, outDim, inDim), tf.tensor1d(b)).dataSync());
@@ -120,10 +100,10 @@ describe('linear', () => {
     }
   });
   it('uploadMatrix stores the transpose [in, out]; a weight of the wrong orientation is an error', () => {
-    const w = rand(5 * 3, 12);
+    const w = randoms(5 * 3, 12);
     const t = transposeHost(w, 5, 3);
     for (let r = 0; r < 5; r++) for (let c = 0; c < 3; c++) expect(t[c * 5 + r]).toBe(w[r * 3 + c]);
-    const big = rand(70 * 45, 13); // crosses the 32-wide tiles
+    const big = randoms(70 * 45, 13); // crosses the 32-wide tiles
     const tb = transposeHost(big, 70, 45);
     expect(tb[44 * 70 + 69]).toBe(big[69 * 45 + 44]);
     expect(transposeHost(tb, 45, 70)).toEqual(big);
@@ -184,7 +164,7 @@ describe('RoPE', () => {
     const hd = 8;
     const positions = [0, 1, 2, 7, 50, 511];
     const c = config({ headDim: hd });
-    const x = rand(positions.length * nHeads * hd, 11, 2);
+    const x = randoms(positions.length * nHeads * hd, 11, 2);
     const { cos, sin } = ropeCosSin(c, positions);
     const got = tf.tidy(() => applyRope(tf.tensor2d(x, [positions.length, nHeads * hd]), nHeads, hd, cos, sin).dataSync());
     cos.dispose();
@@ -209,7 +189,7 @@ describe('repeatKv', () => {
     for (const [nKv, nRep] of [[2, 1], [2, 2], [2, 3], [1, 4]]) {
       const hd = 3;
       const T = 2;
-      const x = rand(T * nKv * hd, 20 + nRep);
+      const x = randoms(T * nKv * hd, 20 + nRep);
       const got = tf.tidy(() => repeatKv(tf.tensor2d(x, [T, nKv * hd]), nKv, nRep, hd).dataSync());
       const H = nKv * nRep;
       expect(got.length).toBe(T * H * hd);
@@ -223,10 +203,10 @@ describe('repeatKv', () => {
 describe('swigluMlp', () => {
   it('is down(silu(gate x) ⊙ up x)', () => {
     const [T, D, I] = [4, 6, 10];
-    const x = rand(T * D, 30);
-    const g = rand(I * D, 31);
-    const u = rand(I * D, 32);
-    const d = rand(D * I, 33);
+    const x = randoms(T * D, 30);
+    const g = randoms(I * D, 31);
+    const u = randoms(I * D, 32);
+    const d = randoms(D * I, 33);
     const got = tf.tidy(() =>
       swigluMlp(tf.tensor2d(x, [T, D]), W(g, I, D), W(u, I, D), W(d, D, I)).dataSync(),
     );
@@ -241,13 +221,13 @@ describe('differentiability', () => {
   it('gradients through rmsNorm → rope → linear → swiglu agree with float64 finite differences', () => {
     const [T, D, I, nHeads, hd] = [3, 8, 12, 2, 4];
     const c = config({ hiddenSize: D, headDim: hd });
-    const x = rand(T * D, 40);
-    const w = rand(D, 41, 1);
-    const q = rand(D * D, 42, 0.5);
-    const g = rand(I * D, 43, 0.5);
-    const u = rand(I * D, 44, 0.5);
-    const d = rand(D * I, 45, 0.5);
-    const r = rand(T * D, 46);
+    const x = randoms(T * D, 40);
+    const w = randoms(D, 41, 1);
+    const q = randoms(D * D, 42, 0.5);
+    const g = randoms(I * D, 43, 0.5);
+    const u = randoms(I * D, 44, 0.5);
+    const d = randoms(D * I, 45, 0.5);
+    const r = randoms(T * D, 46);
     const positions = [0, 1, 2];
     // loss(x) = Σ r ⊙ mlp(rope(linear(rmsNorm(x), q)))
     const { cos, sin } = ropeCosSin(c, positions);
@@ -283,11 +263,11 @@ describe('differentiability', () => {
 
 describe('uploadLayer / disposeLayer', () => {
   it('uploads every field with its shape and frees them all', () => {
-    const m = (rows: number, cols: number, seed: number) => ({ data: rand(rows * cols, seed), rows, cols });
+    const m = (rows: number, cols: number, seed: number) => ({ data: randoms(rows * cols, seed), rows, cols });
     const before = tf.memory().numTensors;
     const lt = uploadLayer({
-      inputNorm: rand(8, 1), q: m(8, 8, 2), k: m(4, 8, 3), v: m(4, 8, 4), o: m(8, 8, 5),
-      qBias: rand(8, 6), kBias: null, vBias: rand(4, 7), postNorm: rand(8, 8),
+      inputNorm: randoms(8, 1), q: m(8, 8, 2), k: m(4, 8, 3), v: m(4, 8, 4), o: m(8, 8, 5),
+      qBias: randoms(8, 6), kBias: null, vBias: randoms(4, 7), postNorm: randoms(8, 8),
       gate: m(12, 8, 9), up: m(12, 8, 10), down: m(8, 12, 11),
     });
     expect(lt.k.shape).toEqual([8, 4]); // LinearWeight: [in, out]

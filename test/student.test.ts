@@ -27,6 +27,7 @@ import {
   type AdapterPolicy,
   type LayerPolicy,
 } from '../src/engine/student.ts';
+import { maxAbsDiff, randoms, relRms } from './helpers/numeric.ts';
 
 beforeAll(async () => {
   await initBackend('wasm');
@@ -34,37 +35,6 @@ beforeAll(async () => {
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-function randoms(n: number, seed: number, scale = 1): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
-}
-
-function relRms(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  expect(actual.length).toBe(expected.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < expected.length; i++) {
-    num += (actual[i] - expected[i]) ** 2;
-    den += expected[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 function host(t: tf.Tensor): Float32Array {
   const d = t.dataSync() as Float32Array;

@@ -25,30 +25,11 @@ import { ropeInvFreq } from '../src/core/nn.ts';
 import type { ModelConfig } from '../src/formats/config.ts';
 import { runForward } from '../src/cli/commands/forward.ts';
 import { generateIds, runGenerate } from '../src/cli/commands/generate.ts';
+import { maxAbsDiff, randoms } from './helpers/numeric.ts';
 
 beforeAll(async () => {
   await initBackend('wasm');
 });
-
-function rand(n: number, seed: number, scale = 1): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 /**
  * Softmax attention, one query head and one position at a time, float64. Head i reads kv head
@@ -91,9 +72,9 @@ describe('causal softmax attention', () => {
   ];
   for (const [name, s, T] of cases) {
     it(`prefill matches the float64 reference: ${name}, T=${T}`, () => {
-      const q = rand(T * s.numHeads * s.headDim, T * 3 + 1, 2);
-      const k = rand(T * s.numKvHeads * s.headDim, T * 3 + 2, 2);
-      const v = rand(T * s.numKvHeads * s.headDim, T * 3 + 3);
+      const q = randoms(T * s.numHeads * s.headDim, T * 3 + 1, 2);
+      const k = randoms(T * s.numKvHeads * s.headDim, T * 3 + 2, 2);
+      const v = randoms(T * s.numKvHeads * s.headDim, T * 3 + 3);
       const ref = refAttention(q, k, v, T, s);
       const run = (budget?: number) =>
         tf.tidy(() =>
@@ -115,9 +96,9 @@ describe('causal softmax attention', () => {
   it('the KV-cache form (one query at a time) matches the reference, window included', () => {
     for (const s of [cases[1][1], cases[2][1], cases[4][1]]) {
       const T = 8;
-      const q = rand(T * s.numHeads * s.headDim, 50, 2);
-      const k = rand(T * s.numKvHeads * s.headDim, 51, 2);
-      const v = rand(T * s.numKvHeads * s.headDim, 52);
+      const q = randoms(T * s.numHeads * s.headDim, 50, 2);
+      const k = randoms(T * s.numKvHeads * s.headDim, 51, 2);
+      const v = randoms(T * s.numKvHeads * s.headDim, 52);
       const ref = refAttention(q, k, v, T, s);
       const cache = new KvCache(s);
       const qd = s.numHeads * s.headDim;
@@ -138,10 +119,10 @@ describe('causal softmax attention', () => {
   it('is differentiable: gradient wrt q agrees with float64 finite differences', () => {
     const s: AttentionShape = { numHeads: 4, numKvHeads: 2, headDim: 4, slidingWindow: 3 };
     const T = 5;
-    const q = rand(T * 16, 60, 2);
-    const k = rand(T * 8, 61, 2);
-    const v = rand(T * 8, 62);
-    const r = rand(T * 16, 63);
+    const q = randoms(T * 16, 60, 2);
+    const k = randoms(T * 8, 61, 2);
+    const v = randoms(T * 8, 62);
+    const r = randoms(T * 16, 63);
     const grad = tf.tidy(() => {
       const f = (qt: tf.Tensor) =>
         tf.sum(tf.mul(causalAttention(qt as tf.Tensor2D, tf.tensor2d(k, [T, 8]), tf.tensor2d(v, [T, 8]), s), tf.tensor2d(r, [T, 16])));
@@ -171,13 +152,13 @@ function syntheticModel(): ModelWeights {
     slidingWindow: 3, tieWordEmbeddings: false, attentionBias: true, bosTokenId: 1, eosTokenIds: [2], torchDtype: null,
   };
   const { hiddenSize: D, intermediateSize: I, vocabSize: V } = config;
-  const m = (rows: number, cols: number, seed: number, scale = 0.4): Matrix => ({ data: rand(rows * cols, seed, scale), rows, cols });
-  const embed = rand(V * D, 1);
-  const head = rand(V * D, 2, 0.5);
+  const m = (rows: number, cols: number, seed: number, scale = 0.4): Matrix => ({ data: randoms(rows * cols, seed, scale), rows, cols });
+  const embed = randoms(V * D, 1);
+  const head = randoms(V * D, 2, 0.5);
   const layers: LayerWeights[] = [0, 1].map((l) => ({
-    inputNorm: rand(D, 10 + l).map((x) => 1 + 0.3 * x), q: m(16, D, 20 + l), k: m(8, D, 30 + l), v: m(8, D, 40 + l), o: m(D, 16, 50 + l),
-    qBias: rand(16, 60 + l, 0.2), kBias: rand(8, 70 + l, 0.2), vBias: rand(8, 80 + l, 0.2),
-    postNorm: rand(D, 90 + l).map((x) => 1 + 0.3 * x), gate: m(I, D, 100 + l), up: m(I, D, 110 + l), down: m(D, I, 120 + l),
+    inputNorm: randoms(D, 10 + l).map((x) => 1 + 0.3 * x), q: m(16, D, 20 + l), k: m(8, D, 30 + l), v: m(8, D, 40 + l), o: m(D, 16, 50 + l),
+    qBias: randoms(16, 60 + l, 0.2), kBias: randoms(8, 70 + l, 0.2), vBias: randoms(8, 80 + l, 0.2),
+    postNorm: randoms(D, 90 + l).map((x) => 1 + 0.3 * x), gate: m(I, D, 100 + l), up: m(I, D, 110 + l), down: m(D, I, 120 + l),
   }));
   return {
     config, dir: '(synthetic)', format: 'hf', storage: 'F32',
@@ -187,7 +168,7 @@ function syntheticModel(): ModelWeights {
       return out;
     },
     lmHeadRows: (start, count) => ({ data: head.slice(start * D, (start + count) * D), rows: count, cols: D }),
-    finalNorm: () => rand(D, 3).map((x) => 1 + 0.3 * x),
+    finalNorm: () => randoms(D, 3).map((x) => 1 + 0.3 * x),
     layer: (l) => layers[l],
     close: () => {},
   };
@@ -298,7 +279,7 @@ describe('sampling', () => {
     expect(sampleTopP(probs, 0.85, 0.999)).toBe(0); // nucleus {1, 2, 0}
   });
   it('is deterministic for a seed; temperature 0 is greedy', () => {
-    const logits = rand(50, 70, 3);
+    const logits = randoms(50, 70, 3);
     const a = new Sampler({ temperature: 1, topP: 0.9, seed: 7 });
     const b = new Sampler({ temperature: 1, topP: 0.9, seed: 7 });
     const seqA = Array.from({ length: 20 }, () => a.sample(logits));
@@ -608,6 +589,5 @@ describe.skipIf(!sharedAvailable())('commands', () => {
     await runGenerate({ ...base, promptIds: '1', json: true }, (s) => (printed += s));
     expect(JSON.parse(printed)).toEqual({ ids: readGreedy(path.join(FIXTURES, 'tiny-llama')), text: null });
     await expect(runGenerate({ ...base, prompt: 'hello', json: true }, () => {})).rejects.toThrow(/no tokenizer; use --prompt-ids/);
-    await expect(runGenerate({ ...base, promptIds: '1', json: true, engine: 'student' }, () => {})).rejects.toThrow(/student engine not available yet/);
   });
 });
