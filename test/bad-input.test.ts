@@ -15,7 +15,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeFixture } from '../src/cli/commands/fixture.ts';
-import { readAllFloat32 } from '../src/formats/safetensors.ts';
+import { readAllFloat32, requireFiniteWeights } from '../src/formats/safetensors.ts';
+import { SynaximError } from '../src/core/errors.ts';
 import {
   CliWorker,
   copyDir,
@@ -291,7 +292,7 @@ const CASES: BadCase[] = [
   { name: 'config.json: invalid JSON', base: 'hf', cmd: 'generate', names: 'config.json', problem: /invalid JSON/,
     setup: (m) => fs.writeFileSync(path.join(m, 'config.json'), '{"hidden_size": 64,') },
   { name: 'config.json: a stray byte in pretty-printed JSON (error stays one line)', base: 'hf', names: 'config.json', problem: /invalid JSON \(Unexpected token/,
-    setup: (m) => { const f = path.join(m, 'config.json'); const t = fs.readFileSync(f, 'utf8'); const i = t.indexOf('"model_type"'); fs.writeFileSync(f, t.slice(0, i - 1) + '#' + t.slice(i)); } },
+    setup: (m) => { const f = path.join(m, 'config.json'); fs.writeFileSync(f, fs.readFileSync(f, 'utf8').replace('"model_type": "llama"', '"model_type": #"llama"')); } },
   { name: 'config.json: a JSON array', base: 'hf', cmd: 'inspect', names: 'config.json', problem: /config must be a JSON object/,
     setup: (m) => fs.writeFileSync(path.join(m, 'config.json'), '[1, 2]') },
   { name: 'config.json: JSON null', base: 'hf', cmd: 'generate-text', names: 'config.json', problem: /config must be a JSON object/,
@@ -316,6 +317,12 @@ const CASES: BadCase[] = [
     setup: (m) => editJson(path.join(m, SYMB_CONFIG), (j) => void (j.num_layers = 5)) },
   { name: 'config.symb.json: one more layer than the files', base: 'symb', cmd: 'generate', names: L(4, 'attn_q'), problem: /missing .symb file/,
     setup: (m) => editJson(path.join(m, SYMB_CONFIG), (j) => { j.num_layers = 5; delete j.layer_types; }) },
+  { name: 'config.symb.json: num_layers 10^8 (no minutes-long listing)', base: 'symb', cmd: 'inspect', names: SYMB_CONFIG, problem: /'num_layers' is 100000000, more than the 4096 layers any real model has/,
+    setup: (m) => editJson(path.join(m, SYMB_CONFIG), (j) => { j.num_layers = 100000000; delete j.layer_types; }) },
+  { name: 'config.symb.json: num_layers 4000 (the last layer is checked first)', base: 'symb', names: 'layers/layer_3999/attn_q.symb', problem: /missing .symb file \(config.symb.json declares 4000 layers\)/,
+    setup: (m) => editJson(path.join(m, SYMB_CONFIG), (j) => { j.num_layers = 4000; delete j.layer_types; }) },
+  { name: 'config.symb.json: layer_dir_pattern field width 999999999', base: 'symb', names: SYMB_CONFIG, problem: /field width 999999999 is too large/,
+    setup: (m) => editJson(path.join(m, SYMB_CONFIG), (j) => void (j.layer_dir_pattern = 'layers/layer_{:0999999999d}')) },
   { name: 'config.symb.json: shape disagrees with the files (intermediate_size)', base: 'symb', names: L(0, 'mlp_gate'), problem: /int4 header shape 176x64 disagrees with config.symb.json shape \[160, 64\]/,
     setup: (m) => editJson(path.join(m, SYMB_CONFIG), (j) => void (j.intermediate_size = 160)) },
   { name: 'config.symb.json: invalid JSON', base: 'symb', cmd: 'generate-text', names: SYMB_CONFIG, problem: /invalid JSON/,
@@ -351,6 +358,10 @@ const CASES: BadCase[] = [
     setup: (m) => editSafetensorsHeader(st(m), (h) => void (tensorEntry(h, 'model.layers.2.self_attn.q_proj.weight').shape = [32, 128])) },
   { name: 'config.json vocab_size disagrees with the embedding', base: 'hf', cmd: 'generate', names: ST, problem: /tensor 'model.embed_tokens.weight' has shape \[320, 64\] but config.json implies \[300, 64\]/,
     setup: (m) => editJson(path.join(m, 'config.json'), (j) => void (j.vocab_size = 300)) },
+  { name: 'config.json: num_hidden_layers 10^8 (convert)', base: 'hf', cmd: 'convert', names: 'config.json', problem: /'num_hidden_layers' is 100000000, more than the 4096 layers/,
+    setup: (m) => editJson(path.join(m, 'config.json'), (j) => void (j.num_hidden_layers = 100000000)) },
+  { name: 'config.json: num_hidden_layers 4000 (fails at the first missing layer)', base: 'hf', names: ST, problem: /missing tensor 'model.layers.4.input_layernorm.weight'/,
+    setup: (m) => editJson(path.join(m, 'config.json'), (j) => void (j.num_hidden_layers = 4000)) },
   { name: 'config.json: one more layer than the checkpoint', base: 'hf', names: ST, problem: /missing tensor 'model.layers.4.input_layernorm.weight'/,
     setup: (m) => editJson(path.join(m, 'config.json'), (j) => void (j.num_hidden_layers = 5)) },
   { name: 'an unexpected tensor (convert)', base: 'hf', cmd: 'convert', names: ST, problem: /unexpected tensor 'model.layers.0.mlp.experts.0.weight'/,
@@ -579,5 +590,34 @@ describe('controls: the pristine fixture passes every command; symlinks inside t
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`synaxim: error: ${st(model)}: too small to be a safetensors file`);
     expect(r.stderr).toMatch(/^\s+at /m);
+  });
+});
+
+describe('requireFiniteWeights (the load-time NaN/Inf check) against the obvious reference', () => {
+  it('finds the first NaN/±Inf at any length and position, and passes finite arrays (incl. ±max float, -0, subnormals)', () => {
+    let seed = 12345;
+    const random = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const specials = [NaN, Infinity, -Infinity];
+    for (let trial = 0; trial < 300; trial++) {
+      const n = Math.floor(random() * 37);
+      const values = new Float32Array(n).map(() => (random() - 0.5) * 10);
+      if (n > 0 && trial % 5 === 0) values[Math.floor(random() * n)] = [3.4028234663852886e38, -3.4028234663852886e38, -0, 1e-45][trial % 4]!;
+      const bad = trial % 3 === 0 ? 0 : 1 + Math.floor(random() * 2);
+      for (let b = 0; b < bad && n > 0; b++) values[Math.floor(random() * n)] = specials[Math.floor(random() * 3)]!;
+      const reference = values.findIndex((v) => !Number.isFinite(v)); // slow and obvious
+      if (reference < 0) expect(requireFiniteWeights(values, 'f.safetensors', 't')).toBe(values);
+      else {
+        let error: unknown = null;
+        try {
+          requireFiniteWeights(values, 'f.safetensors', 't', 1000);
+        } catch (e) {
+          error = e;
+        }
+        expect(error).toBeInstanceOf(SynaximError);
+        const v = values[reference]!;
+        const what = Number.isNaN(v) ? 'a NaN' : v > 0 ? 'an +Inf' : 'an -Inf';
+        expect((error as Error).message).toBe(`f.safetensors: tensor 't' has ${what} at flat index ${1000 + reference} (weights must be finite)`);
+      }
+    }
   });
 });

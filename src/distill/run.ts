@@ -156,7 +156,7 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
 
     // Corpus -> sequences.
     if (!resolved.tokenizerDir) fail(resolved.studentDir, 'this model has no tokenizer.json (needed to tokenize the corpus)');
-    const tokenizer = await loadTokenizer(resolved.tokenizerDir, { bosTokenId: c.bosTokenId, eosTokenIds: c.eosTokenIds });
+    const tokenizer = await loadTokenizer(resolved.tokenizerDir, { bosTokenId: c.bosTokenId, eosTokenIds: c.eosTokenIds, modelVocabSize: c.vocabSize });
     const corpus: Corpus = o.corpus ? readCorpus(o.corpus) : defaultCorpus();
     if (o.seqLen > c.maxPositionEmbeddings) fail(null, `--seq-len ${o.seqLen} exceeds the model's context (${c.maxPositionEmbeddings})`);
     const tok = tokenizeCorpus(corpus.documents, tokenizer, { seqLen: o.seqLen, maxSeqs: o.maxSeqs ?? null, addBos: true, source: corpus.source });

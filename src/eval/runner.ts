@@ -21,7 +21,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { backendInfo } from '../core/backend.ts';
 import { checkSequences, sha256Hex, type Corpus } from '../core/corpus.ts';
-import { fail } from '../core/errors.ts';
+import { fail, InterruptedError } from '../core/errors.ts';
 import { chooseWorkers, WorkerPool } from '../core/workers.ts';
 import { resolveModel, type ResolvedModel } from '../core/registry.ts';
 import { qDim, type ModelConfig } from '../formats/config.ts';
@@ -151,18 +151,68 @@ export function batchWindows(windows: EvalWindow[], maxTokens: number): EvalWind
   return batches;
 }
 
-/** Non-finite logits would poison every statistic silently: stop and say where. */
-function checkFinite(name: string, batch: EvalWindow[], out: PrefillResult, vocab: number): void {
+/** First non-finite value in `x` (row-major [T, width]): its position and value, or null. */
+function firstNonFinite(x: Float32Array, width: number): { position: number; value: number } | null {
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i]!;
+    if (v - v !== 0) return { position: Math.floor(i / width), value: v };
+  }
+  return null;
+}
+
+/**
+ * Non-finite logits would poison every statistic silently: stop and say where. The window that
+ * produced them is run once more with its hidden states to name the first layer whose output is
+ * non-finite (only on this failure path, so the check costs one scan of the logits otherwise).
+ */
+function checkFinite(plan: ConfigurationPlan, batch: EvalWindow[], out: PrefillResult, vocab: number, hiddenSize: number): void {
   batch.forEach((w, s) => {
-    const logits = out.logits[s]!;
-    for (let i = 0; i < logits.length; i++) {
-      if (!Number.isFinite(logits[i]!)) {
-        const t = Math.floor(i / vocab);
-        fail(null, `configuration '${name}' produced a non-finite logit (${logits[i]}) in document ${w.doc} at window position ${t} (token ${w.offset + t}); its weights or adapter hold NaN/Inf or overflow`);
-      }
+    const bad = firstNonFinite(out.logits[s]!, vocab);
+    if (!bad) return;
+    let where = 'in the final norm / lm_head';
+    let at = bad;
+    const hidden = (out.hidden?.[s] ?? plan.run([w.ids], true).hidden?.[0]) as Float32Array[] | undefined;
+    const l = hidden ? hidden.findIndex((h) => firstNonFinite(h, hiddenSize) !== null) : -1;
+    if (l === 0) where = 'in the embeddings';
+    else if (l > 0) {
+      where = `in layer ${l - 1} (its output, hidden.${l})`;
+      at = firstNonFinite(hidden![l]!, hiddenSize)!;
     }
+    fail(
+      null,
+      `configuration '${plan.name}': non-finite activation (${at.value}) ${where} at window position ${at.position} (token ${w.offset + at.position} of document ${w.doc}): ` +
+        `its weights or adapter overflow float32; no report written`,
+    );
   });
 }
+
+/**
+ * Ctrl-C (SIGINT) or SIGTERM during an evaluation: stop before the next unit of work. Nothing has
+ * been written yet (the report is written only once complete), so there is nothing to save; a
+ * second signal exits at once.
+ */
+function watchInterrupts(): { interrupted: () => boolean; stop: () => void } {
+  let signals = 0;
+  const onSignal = () => {
+    signals += 1;
+    if (signals > 1) {
+      process.stderr.write('synaxim: error: eval interrupted; no report written\n');
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    interrupted: () => signals > 0,
+    stop: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
+/** Let pending signal handlers run (the units themselves are synchronous). */
+const yieldToEvents = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** Tokenize a suite's corpora and cut them into windows. */
 export async function prepareWindows(
@@ -176,7 +226,7 @@ export async function prepareWindows(
   if (suite.context > config.maxPositionEmbeddings) {
     fail(suite.source === 'flags' ? null : suite.source, `context ${suite.context} is longer than the model's max_position_embeddings (${config.maxPositionEmbeddings})`);
   }
-  const tokenizer = await loadTokenizer(resolved.tokenizerDir, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds });
+  const tokenizer = await loadTokenizer(resolved.tokenizerDir, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds, modelVocabSize: config.vocabSize });
   const corpora = readSuiteCorpora(suite);
   const bos = tokenizer.bosId ?? config.bosTokenId;
   const docs: number[][] = [];
@@ -219,7 +269,7 @@ export function configurationPlans(teacherWeights: ModelWeights, studentWeights:
       description: `softmax attention on the teacher's weights (${teacherWeights.format} ${teacherWeights.storage})`,
       weights: 'teacher',
       layers: layerPolicies(c.numLayers, null, 'teacher'),
-      run: (seqs, hidden) => teacherPrefill(teacherWeights, seqs, { hidden }),
+      run: (seqs, hidden) => teacherPrefill(teacherWeights, seqs, { hidden, guardFinite: false }),
     },
   ];
   if (studentWeights !== teacherWeights && studentWeights.format === 'symb') {
@@ -228,7 +278,7 @@ export function configurationPlans(teacherWeights: ModelWeights, studentWeights:
       description: `softmax attention on the student's dequantized weights (${studentWeights.storage}): quantization error only`,
       weights: 'student',
       layers: layerPolicies(c.numLayers, null, 'teacher'),
-      run: (seqs, hidden) => teacherPrefill(studentWeights, seqs, { hidden }),
+      run: (seqs, hidden) => teacherPrefill(studentWeights, seqs, { hidden, guardFinite: false }),
     });
   }
   all.push({
@@ -236,7 +286,7 @@ export function configurationPlans(teacherWeights: ModelWeights, studentWeights:
     description: 'every layer engine-v0.1.1 (the published engine, no adapter)',
     weights: 'student',
     layers: layerPolicies(c.numLayers, null, 'engine'),
-    run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'engine', hidden }),
+    run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'engine', hidden, guardFinite: false }),
   });
   if (adapter) {
     all.push({
@@ -244,14 +294,14 @@ export function configurationPlans(teacherWeights: ModelWeights, studentWeights:
       description: `adapted layers adapter-v1, the others ${REST_TO_POLICY[rest]} (--rest ${rest})`,
       weights: 'student',
       layers: layerPolicies(c.numLayers, adapter, rest),
-      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest, hidden }),
+      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest, hidden, guardFinite: false }),
     });
     all.push({
       name: 'hybrid',
       description: 'adapted layers adapter-v1, the others softmax attention',
       weights: 'student',
       layers: layerPolicies(c.numLayers, adapter, 'teacher'),
-      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest: 'teacher', hidden }),
+      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest: 'teacher', hidden, guardFinite: false }),
     });
   }
   return all;
@@ -306,6 +356,7 @@ async function runUnitsInWorkers(
   total: number,
   argsOf: (unit: number) => unknown[],
   accumulate: (unit: number, out: PrefillResult, seconds: number) => void,
+  interrupted: () => boolean = () => false,
 ): Promise<void> {
   const pool = await WorkerPool.start(workers);
   const results = new Map<number, { out: PrefillResult; seconds: number }>();
@@ -328,7 +379,7 @@ async function runUnitsInWorkers(
     wake();
   };
   const lane = async (w: number) => {
-    while (failure === null && next < total) {
+    while (failure === null && next < total && !interrupted()) {
       if (next - flushed >= 2 * workers) {
         await new Promise<void>((resolve) => waiting.push(resolve));
         continue;
@@ -362,6 +413,7 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
   const resolved = resolveModel(opts.model, opts.teacher ? { teacher: opts.teacher } : {});
   const teacherWeights = openModel(resolved.teacherDir);
   const studentWeights = path.resolve(resolved.studentDir) === path.resolve(resolved.teacherDir) ? teacherWeights : openModel(resolved.studentDir);
+  const signals = watchInterrupts();
   try {
     const c = teacherWeights.config;
     checkSameShape(c, studentWeights.config, resolved.teacherDir, resolved.studentDir);
@@ -400,7 +452,8 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
     // A worker costs ~1–2 s to start (tsx, tfjs, wasm): jobs under ~2·10¹⁰ multiply-adds stay here.
     const flops = 2 * fed * plans.length * (c.numLayers * (3 * c.intermediateSize + 2 * qDim(c) + 2 * c.numKvHeads * c.headDim) * c.hiddenSize + c.vocabSize * c.hiddenSize);
     const workers = chooseWorkers({ requested: opts.workers, units: windows.length * plans.length, tiny: flops < 2e10 });
-    const batchTokens = opts.batchTokens ?? (workers > 1 ? Math.max(suite.context, Math.min(defaultBatch, Math.ceil(fed / workers))) : defaultBatch);
+    // (each batch re-streams the weights once per configuration, so no more batches than that)
+    const batchTokens = opts.batchTokens ?? (workers > 1 ? Math.max(suite.context, Math.min(defaultBatch, Math.ceil(fed / workers) + suite.context - 1)) : defaultBatch);
     const batches = batchWindows(windows, batchTokens);
     const totalUnits = batches.length * plans.length;
     let done = 0;
@@ -415,7 +468,7 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
       const plan = plans[unit % plans.length]!;
       const batch = batches[b]!;
       const t = performance.now();
-      checkFinite(plan.name, batch, out, c.vocabSize);
+      checkFinite(plan, batch, out, c.vocabSize, c.hiddenSize);
       if (plan.name === 'teacher') refs.set(b, out);
       const ref = refs.get(b)!;
       const a = acc.get(plan.name)!;
@@ -435,15 +488,22 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
       opts.progress?.(done, totalUnits, batch.reduce((x, w) => x + w.ids.length, 0), plan.name);
     };
 
+    const stopIfInterrupted = async () => {
+      await yieldToEvents();
+      if (signals.interrupted()) throw new InterruptedError(`eval interrupted after ${done} of ${totalUnits} units (batch × configuration); no report written`);
+    };
+    await stopIfInterrupted();
     if (workers <= 1) {
       for (let unit = 0; unit < totalUnits; unit++) {
         const t = performance.now();
         const out = plans[unit % plans.length]!.run(batches[Math.floor(unit / plans.length)]!.map((w) => w.ids), wantHidden);
         accumulate(unit, out, (performance.now() - t) / 1000);
+        await stopIfInterrupted();
       }
     } else {
       const spec: EvalWorkerSpec = { model: opts.model, teacher: opts.teacher ?? null, adapter: opts.adapter ?? null, rest };
-      await runUnitsInWorkers(workers, totalUnits, (unit) => [spec, plans[unit % plans.length]!.name, batches[Math.floor(unit / plans.length)]!.map((w) => w.ids), wantHidden], accumulate);
+      await runUnitsInWorkers(workers, totalUnits, (unit) => [spec, plans[unit % plans.length]!.name, batches[Math.floor(unit / plans.length)]!.map((w) => w.ids), wantHidden], accumulate, signals.interrupted);
+      await stopIfInterrupted();
     }
 
     // ---- memory: attention state vs KV cache as a function of context
@@ -503,6 +563,7 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
       memory: memory ? memory.report : null,
     };
   } finally {
+    signals.stop();
     if (studentWeights !== teacherWeights) studentWeights.close();
     teacherWeights.close();
   }

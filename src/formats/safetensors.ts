@@ -166,15 +166,24 @@ export function bytesToFloat32(bytes: Uint8Array, dtype: StDtype, what: string):
 /**
  * Weights must be finite: a NaN or ±Inf in a checkpoint would poison every activation downstream
  * far from its cause, so the model readers check each float tensor as they decode it and name the
- * tensor. `flatOffset` is the flat index of values[0] in the tensor (for row reads). One pass of
- * subtractions: x - x is 0 for every finite x and NaN otherwise.
+ * tensor. `flatOffset` is the flat index of values[0] in the tensor (for row reads). The fast pass
+ * sums x·0 in four accumulators (0 for finite x, NaN for NaN or ±Inf; ~1 ns a value); only a
+ * tensor that fails it is searched for the first bad index.
  */
 export function requireFiniteWeights(values: Float32Array, file: string, tensor: string, flatOffset = 0): Float32Array {
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i]!;
-    if (v - v !== 0) fail(file, `tensor '${tensor}' has ${Number.isNaN(v) ? 'a NaN' : `an ${v > 0 ? '+' : '-'}Inf`} at flat index ${flatOffset + i} (weights must be finite)`);
+  let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  const n4 = values.length & ~3;
+  for (let i = 0; i < n4; i += 4) {
+    a0 += values[i]! * 0;
+    a1 += values[i + 1]! * 0;
+    a2 += values[i + 2]! * 0;
+    a3 += values[i + 3]! * 0;
   }
-  return values;
+  for (let i = n4; i < values.length; i++) a0 += values[i]! * 0;
+  if (a0 + a1 + a2 + a3 === 0) return values;
+  const i = values.findIndex((v) => !Number.isFinite(v));
+  const v = values[i]!;
+  return fail(file, `tensor '${tensor}' has ${Number.isNaN(v) ? 'a NaN' : `an ${v > 0 ? '+' : '-'}Inf`} at flat index ${flatOffset + i} (weights must be finite)`);
 }
 
 /** Decode raw little-endian integer bytes to JS numbers (I64/U64 must fit in 2^53). */

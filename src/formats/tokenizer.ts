@@ -47,6 +47,24 @@ export interface LoadTokenizerOptions {
   bosTokenId?: number | null;
   /** The model config's EOS ids (merged with tokenizer_config.json's eos_token). */
   eosTokenIds?: number[];
+  /** The model's vocab_size: a tokenizer that can produce ids at or beyond it is refused at load. */
+  modelVocabSize?: number;
+}
+
+/**
+ * Token ids in a BPE/WordPiece vocab object must lie within the number of entries (plus added
+ * tokens): a hostile id like 10^9 would otherwise make the library walk a billion slots at load.
+ */
+function checkVocabIds(file: string, tokenizerJson: Json): void {
+  const vocab = (tokenizerJson.model as Json | undefined)?.vocab;
+  if (typeof vocab !== 'object' || vocab === null || Array.isArray(vocab)) return; // Unigram: ids are positions
+  const added = Array.isArray(tokenizerJson.added_tokens) ? tokenizerJson.added_tokens.length : 0;
+  const entries = Object.keys(vocab).length + added;
+  for (const [token, id] of Object.entries(vocab as Json)) {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= entries) {
+      fail(file, `token ${JSON.stringify(token)} has id ${JSON.stringify(id)}, outside 0..${entries - 1} (the vocabulary has ${entries} entries)`);
+    }
+  }
 }
 
 type Json = Record<string, unknown>;
@@ -97,6 +115,7 @@ export async function loadTokenizer(dir: string, options: LoadTokenizerOptions =
   }
 
   let hf: HfTokenizer;
+  checkVocabIds(file, tokenizerJson);
   try {
     const model = tokenizerJson.model;
     if (typeof model !== 'object' || model === null) throw new Error("missing 'model'");
@@ -104,7 +123,11 @@ export async function loadTokenizer(dir: string, options: LoadTokenizerOptions =
   } catch (e) {
     return fail(file, `not a usable tokenizer (${(e as Error).message})`);
   }
-  return new HfBackedTokenizer(file, cfgFile, hf, cfg, modelBos ?? null, modelEos ?? []);
+  const tokenizer = new HfBackedTokenizer(file, cfgFile, hf, cfg, modelBos ?? null, modelEos ?? []);
+  if (options.modelVocabSize !== undefined && tokenizer.vocabSize > options.modelVocabSize) {
+    fail(file, `the tokenizer has ids up to ${tokenizer.vocabSize - 1} but the model's vocabulary is ${options.modelVocabSize} (not this model's tokenizer)`);
+  }
+  return tokenizer;
 }
 
 /** Tokens of context for decodeToken: a held-back 4-byte character plus a few tokens before it. */

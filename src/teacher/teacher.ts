@@ -31,6 +31,11 @@ export interface PrefillOptions {
   onLayer?: (layerIndex: number, hiddenPerSeq: Float32Array[]) => void;
   /** Skip the final norm and lm_head (callers that only want hidden states). Default true. */
   logits?: boolean;
+  /**
+   * Stop with an error naming the layer when a layer's output has NaN/Inf (default true). Callers
+   * with a richer diagnosis of their own (eval names configuration, document and position) turn it off.
+   */
+  guardFinite?: boolean;
 }
 
 export interface PrefillResult {
@@ -137,6 +142,7 @@ export function streamedForward(weights: ModelWeights, sequences: number[][], mi
       } finally {
         disposeLayer(layer);
       }
+      if (opts.guardFinite !== false) h.forEach((x, s) => requireFiniteActivations(x, weights.dir, l, sequences.length > 1 ? s : null));
       if (hidden || opts.onLayer) {
         const host = h.map((x) => x.dataSync() as Float32Array);
         if (hidden) host.forEach((d, s) => hidden[s].push(d));
@@ -147,6 +153,18 @@ export function streamedForward(weights: ModelWeights, sequences: number[][], mi
     return hidden ? { logits, hidden } : { logits };
   } finally {
     h.forEach((x) => x.dispose());
+  }
+}
+
+/**
+ * Numerics guard: a layer output with NaN/Inf (weights that overflow float32, a saturated gate gone
+ * wrong) stops the run naming the layer, instead of producing NaN figures downstream. One fused
+ * reduction per layer and sequence: negligible next to the layer itself.
+ */
+export function requireFiniteActivations(x: tf.Tensor, modelDir: string, layer: number, sequence: number | null): void {
+  const finite = tf.tidy(() => tf.all(tf.isFinite(x)).dataSync()[0]);
+  if (!finite) {
+    fail(modelDir, `non-finite activations (NaN or Inf) after layer ${layer}${sequence === null ? '' : ` in sequence ${sequence}`}: the weights (or adapter) overflow float32`);
   }
 }
 

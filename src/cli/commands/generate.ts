@@ -103,7 +103,7 @@ export async function runGenerate(args: GenerateArgs, write: (s: string) => void
   let decoder: Decoder | null = null;
   try {
     const tokenizer: Tokenizer | null = resolved.tokenizerDir
-      ? await loadTokenizer(resolved.tokenizerDir, { bosTokenId: c.bosTokenId, eosTokenIds: c.eosTokenIds })
+      ? await loadTokenizer(resolved.tokenizerDir, { bosTokenId: c.bosTokenId, eosTokenIds: c.eosTokenIds, modelVocabSize: c.vocabSize })
       : null;
     let promptIds: number[];
     if (args.promptIds !== undefined) promptIds = parseIdList(args.promptIds, '--prompt-ids');
