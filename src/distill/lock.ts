@@ -5,20 +5,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { processAlive as alive, removeStaleTemps } from '../core/atomic.ts';
 import { fail } from '../core/errors.ts';
 
-export const LOCK_FILE = '.synaxim-distill.lock';
+export { removeStaleTemps };
 
-function alive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM'; // exists, owned by someone else
-  }
-}
+export const LOCK_FILE = '.synaxim-distill.lock';
 
 /** Take the directory's lock; returns a release function. Fails if a live process holds it. */
 export function acquireDirLock(dir: string, what = 'distill'): () => void {
@@ -52,17 +44,4 @@ export function acquireDirLock(dir: string, what = 'distill'): () => void {
     }
   }
   return fail(dir, `could not take the lock ${file}`);
-}
-
-/** Remove `.<name>.tmp-<pid>-<n>` files and directories of processes that no longer run. */
-export function removeStaleTemps(dir: string): number {
-  if (!fs.existsSync(dir)) return 0;
-  let removed = 0;
-  for (const name of fs.readdirSync(dir)) {
-    const m = /^\..+\.tmp-(\d+)-\d+(\.old)?$/.exec(name);
-    if (!m || alive(Number(m[1]))) continue;
-    fs.rmSync(path.join(dir, name), { recursive: true, force: true });
-    removed++;
-  }
-  return removed;
 }

@@ -49,6 +49,7 @@ function readCached(dir: string, index: number, n: number, T: number, D: number)
     const info = f.info('hidden');
     if (info.dtype !== 'F32' || info.shape.join(',') !== [n, T, D].join(',')) return null;
     const all = f.readFloat32('hidden');
+    for (let i = 0; i < all.length; i++) if (all[i]! - all[i]! !== 0) return null; // NaN/Inf: never a valid entry
     return Array.from({ length: n }, (_, s) => all.subarray(s * T * D, (s + 1) * T * D));
   } catch {
     return null; // a corrupt cache entry is not the user's problem: recompute and overwrite it
@@ -67,6 +68,26 @@ function writeCached(dir: string, index: number, perSeq: Float32Array[], T: numb
     seq_len: String(key.seqLen),
     index: String(index),
     version: String(TEACHER_CACHE_VERSION),
+  });
+}
+
+/**
+ * The teacher's activations must be finite: a teacher whose weights overflow float32 (or a cache
+ * of its NaNs) would make every distillation target NaN and blame the student's loss. Names the
+ * layer, sequence and position of the first non-finite value.
+ */
+function requireFiniteHidden(perSeq: Float32Array[], layer: number, firstSeq: number, D: number): void {
+  perSeq.forEach((h, j) => {
+    for (let i = 0; i < h.length; i++) {
+      const v = h[i]!;
+      if (v - v !== 0) {
+        fail(
+          null,
+          `teacher: non-finite activation (${v}) in the output of layer ${layer} (hidden.${layer + 1}) of calibration sequence ${firstSeq + j} at position ${Math.floor(i / D)}: ` +
+            `the teacher's weights overflow float32; nothing was cached or trained`,
+        );
+      }
+    }
   });
 }
 
@@ -127,7 +148,9 @@ export function teacherHiddenStates(
     try {
       teacherPrefill(weights, group, {
         logits: false,
+        guardFinite: false, // requireFiniteHidden below says more: the sequence's index in the whole set, the position, that nothing was cached
         onLayer: (l, perSeq) => {
+          requireFiniteHidden(perSeq, l, s0, D);
           const target = hidden.get(l + 1);
           if (target && missing.includes(l + 1)) perSeq.forEach((h, j) => (target[s0 + j] = h));
           if (l + 1 >= lastNeeded) throw new EnoughLayers();

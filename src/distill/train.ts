@@ -346,6 +346,18 @@ export function studentStreamBefore(weights: ModelWeights, embeddings: Float32Ar
       } finally {
         disposeLayer(layer);
       }
+      // An overflow here would surface as a NaN loss of the first trained layer: name its real place.
+      host.forEach((h, s) => {
+        for (let i = 0; i < h.length; i++) {
+          if (h[i]! - h[i]! !== 0) {
+            fail(
+              null,
+              `student: non-finite activation (${h[i]}) in the output of untrained layer ${l} (--rest ${rest}) of sequence ${s} at position ${Math.floor(i / c.hiddenSize)}, ` +
+                `before the first trained layer ${first}: the student's weights overflow float32; nothing was trained`,
+            );
+          }
+        }
+      });
     }
   } finally {
     rope.cos.dispose();

@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../core/atomic.ts';
+import { removeStaleTemps, writeFileAtomic } from '../core/atomic.ts';
 import { barWithErrors, lines, renderSvg, type Chart } from './charts.ts';
 import type { ComparisonStats, DeltaPStats, DistributionStats, HiddenLayerStats, PositionBucket, PplRatioStats } from './stats.ts';
 
@@ -465,14 +465,20 @@ export function jsonSafe<T>(x: T): T {
 /**
  * Write report.md, report.html, then report.json (each atomically; an older report.json is removed
  * first, so an interrupted write never leaves a report.json beside files it does not describe).
+ * Everything is rendered before the first file is touched, which keeps the window in which a kill
+ * leaves md/html without a report.json to the few milliseconds of the writes.
  */
 export async function writeReport(dir: string, report: EvalReport): Promise<{ json: string; md: string; html: string }> {
   const r = jsonSafe(report);
   const paths = { json: path.join(dir, 'report.json'), md: path.join(dir, 'report.md'), html: path.join(dir, 'report.html') };
+  const md = renderMarkdown(r) + '\n';
+  const html = await renderHtml(r);
+  const json = JSON.stringify(r, null, 2) + '\n';
+  removeStaleTemps(dir); // half-written temporaries of an earlier eval that was killed while writing
   // An older report.json would vouch for the new md/html if we stopped half-way: drop it first.
   fs.rmSync(paths.json, { force: true });
-  writeFileAtomic(paths.md, renderMarkdown(r) + '\n');
-  writeFileAtomic(paths.html, await renderHtml(r));
-  writeFileAtomic(paths.json, JSON.stringify(r, null, 2) + '\n');
+  writeFileAtomic(paths.md, md);
+  writeFileAtomic(paths.html, html);
+  writeFileAtomic(paths.json, json);
   return paths;
 }

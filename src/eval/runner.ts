@@ -162,26 +162,25 @@ function firstNonFinite(x: Float32Array, width: number): { position: number; val
 
 /**
  * Non-finite logits would poison every statistic silently: stop and say where. The window that
- * produced them is run once more with its hidden states to name the first layer whose output is
- * non-finite (only on this failure path, so the check costs one scan of the logits otherwise).
+ * produced them is run once more with its hidden states to name the first layer whose output holds
+ * a non-finite value — where the overflow starts (only on this failure path, so otherwise the check
+ * costs one scan of the logits).
  */
 function checkFinite(plan: ConfigurationPlan, batch: EvalWindow[], out: PrefillResult, vocab: number, hiddenSize: number): void {
   batch.forEach((w, s) => {
     const bad = firstNonFinite(out.logits[s]!, vocab);
     if (!bad) return;
-    let where = 'in the final norm / lm_head';
-    let at = bad;
     const hidden = (out.hidden?.[s] ?? plan.run([w.ids], true).hidden?.[0]) as Float32Array[] | undefined;
     const l = hidden ? hidden.findIndex((h) => firstNonFinite(h, hiddenSize) !== null) : -1;
-    if (l === 0) where = 'in the embeddings';
-    else if (l > 0) {
-      where = `in layer ${l - 1} (its output, hidden.${l})`;
-      at = firstNonFinite(hidden![l]!, hiddenSize)!;
-    }
+    const first = l >= 0 ? firstNonFinite(hidden![l]!, hiddenSize)! : null;
+    const origin =
+      l < 0 ? 'every hidden state is finite: the final norm / lm_head overflow' :
+      l === 0 ? `the embeddings are non-finite at window position ${first!.position}` :
+      `the first non-finite activation (${first!.value}) is in layer ${l - 1} (its output, hidden.${l}) at window position ${first!.position}`;
     fail(
       null,
-      `configuration '${plan.name}': non-finite activation (${at.value}) ${where} at window position ${at.position} (token ${w.offset + at.position} of document ${w.doc}): ` +
-        `its weights or adapter overflow float32; no report written`,
+      `configuration '${plan.name}' produced a non-finite logit (${bad.value}) in document ${w.doc} at window position ${bad.position} (token ${w.offset + bad.position}); ` +
+        `${origin}: its weights or adapter overflow float32; no report written`,
     );
   });
 }
@@ -394,12 +393,18 @@ async function runUnitsInWorkers(
       }
     }
   };
+  // Ctrl-C: stop the workers mid-unit (nothing they compute would be used) instead of waiting for
+  // them; their pending calls reject, and the caller reports the interruption.
+  const watch = setInterval(() => {
+    if (interrupted()) void pool.close();
+  }, 50);
   try {
     await Promise.all(Array.from({ length: workers }, (_, w) => lane(w)));
   } finally {
+    clearInterval(watch);
     await pool.close();
   }
-  if (failure !== null) throw failure;
+  if (failure !== null && !interrupted()) throw failure;
 }
 
 const RUNNER_MODULE = new URL(import.meta.url);
