@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PROJECT_ROOT } from '../../src/core/paths.ts';
+import { mulberry32 } from '../../src/core/corpus.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Temporary directories and copies
@@ -170,17 +171,8 @@ export function editJson(file: string, edit: (j: Record<string, unknown>) => Rec
 // ---------------------------------------------------------------------------------------------
 // Seeded byte mutations (fuzzer)
 
-/** mulberry32: a small deterministic PRNG, uniform in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, the project's seeded PRNG (uniform in [0, 1)). */
+export const rng = mulberry32;
 
 export type MutationKind = 'flip' | 'truncate' | 'insert' | 'header-flip' | 'json-value';
 
