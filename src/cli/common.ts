@@ -1,4 +1,6 @@
 /** Options shared by commands, and parsing helpers for flag values. */
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Argv } from 'yargs';
 import { BACKEND_CHOICES, type BackendChoice, initBackend, backendInfo } from '../core/backend.ts';
 import { fail } from '../core/errors.ts';
@@ -28,8 +30,15 @@ export function parseIdList(text: string, flag: string): number[] {
   });
 }
 
+/** More layers than any real model has (config.ts refuses larger num_layers): bigger indices are typos. */
+export const MAX_LAYER_INDEX = 4095;
+
 /** "0-7", "0,2,5", "0-3,6" -> sorted unique layer indices. */
 export function parseLayerList(text: string, flag = '--layers'): number[] {
+  // Refuse absurd indices before a range like 0-100000000 expands into a huge list.
+  for (const n of String(text).match(/\d+/g) ?? []) {
+    if (Number(n) > MAX_LAYER_INDEX) fail(null, `${flag}: layer ${n} is beyond any model (at most ${MAX_LAYER_INDEX + 1} layers)`);
+  }
   const out = new Set<number>();
   for (const part of String(text).split(',').map((s) => s.trim()).filter(Boolean)) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part);
@@ -41,4 +50,16 @@ export function parseLayerList(text: string, flag = '--layers'): number[] {
   }
   if (out.size === 0) fail(null, `${flag}: no layers given`);
   return [...out].sort((x, y) => x - y);
+}
+
+/** An output directory flag must be (or be creatable as) a directory: say so before any work. */
+export function requireDirectoryPath(out: string, flag = '--out'): void {
+  const dir = path.resolve(out);
+  for (let p = dir; ; p = path.dirname(p)) {
+    if (fs.existsSync(p)) {
+      if (!fs.statSync(p).isDirectory()) fail(p, p === dir ? `${flag}: this is a file, not a directory` : `${flag} ${out}: cannot make a directory under a file`);
+      return;
+    }
+    if (path.dirname(p) === p) return;
+  }
 }

@@ -10,6 +10,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { fail } from './errors.ts';
+import { jsonErrorText } from '../formats/config.ts';
 
 export interface Corpus {
   /** Where it came from: a file path, or `builtin:default`. */
@@ -66,11 +67,13 @@ export function parseCorpus(text: string, source: string): string[] {
       try {
         obj = JSON.parse(line);
       } catch (e) {
-        fail(source, `line ${i + 1}: invalid JSON (${(e as Error).message})`);
+        // (one line: V8 quotes the offending text, control characters and all)
+        fail(source, `line ${i + 1}: invalid JSON (${jsonErrorText(e)})`);
       }
       if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) fail(source, `line ${i + 1}: expected a JSON object with a "text" field`);
       const t = (obj as Record<string, unknown>).text;
-      if (typeof t !== 'string') fail(source, `line ${i + 1}: missing string field "text"`);
+      if (t === undefined) fail(source, `line ${i + 1}: missing string field "text"`);
+      if (typeof t !== 'string') fail(source, `line ${i + 1}: field "text" must be a string, got ${t === null ? 'null' : Array.isArray(t) ? 'an array' : typeof t}`);
       if (t.trim().length > 0) docs.push(t);
     }
   } else {

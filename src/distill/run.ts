@@ -103,8 +103,8 @@ export interface DistillResult {
 
 function checkOptions(o: DistillOptions, numLayers: number): void {
   if (o.layers.length === 0) fail(null, '--layers: no layers given');
-  const bad = o.layers.filter((l) => l < 0 || l >= numLayers);
-  if (bad.length) fail(null, `--layers: ${bad.join(', ')} out of range (the model has ${numLayers} layers: 0..${numLayers - 1})`);
+  const bad = o.layers.filter((l) => !Number.isInteger(l) || l < 0 || l >= numLayers);
+  if (bad.length) fail(null, `--layers: ${rangesText(bad)} out of range (the model has ${numLayers} layers: 0..${numLayers - 1})`);
   if (!Number.isInteger(o.epochs) || o.epochs < 0) fail(null, `--epochs must be a non-negative integer, got ${o.epochs}`);
   if (!(o.lr > 0) || !Number.isFinite(o.lr)) fail(null, `--lr must be a positive number, got ${o.lr}`);
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1) fail(null, `--batch-size must be a positive integer, got ${o.batchSize}`);
@@ -113,6 +113,21 @@ function checkOptions(o: DistillOptions, numLayers: number): void {
   if (!REST_POLICIES.includes(o.rest)) fail(null, `--rest must be one of ${REST_POLICIES.join(', ')}, got ${o.rest}`);
   if (!Number.isInteger(o.seed)) fail(null, `--seed must be an integer, got ${o.seed}`);
   if (o.chunkSize !== undefined && (!Number.isInteger(o.chunkSize) || o.chunkSize < 1)) fail(null, `--chunk-size must be a positive integer`);
+  const heldOut = o.heldOutFraction ?? 0.1;
+  if (!(heldOut >= 0 && heldOut < 1)) fail(null, `--held-out must be a fraction in [0, 1), got ${heldOut}`);
+}
+
+/** Sorted integers as ranges ("4-4095, 5000"), so a long list stays a short line. */
+function rangesText(xs: number[]): string {
+  const sorted = [...new Set(xs)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+    parts.push(j - i >= 2 ? `${sorted[i]}-${sorted[j]}` : sorted.slice(i, j + 1).join(', '));
+    i = j + 1;
+  }
+  return parts.join(', ');
 }
 
 function sameShape(student: ModelWeights, teacher: ModelWeights): void {

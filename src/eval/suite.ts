@@ -23,6 +23,7 @@ import path from 'node:path';
 import { fail } from '../core/errors.ts';
 import { CONFIGS_DIR } from '../core/paths.ts';
 import { defaultCorpus, readCorpus, type Corpus } from '../core/corpus.ts';
+import { jsonErrorText } from '../formats/config.ts';
 
 export const SUITES_DIR = path.join(CONFIGS_DIR, 'suites');
 
@@ -194,7 +195,7 @@ export function loadSuite(nameOrFile: string): Suite {
   try {
     j = JSON.parse(text);
   } catch (e) {
-    return fail(file, `invalid JSON (${(e as Error).message})`);
+    return fail(file, `invalid JSON (${jsonErrorText(e)})`);
   }
   return parseSuite(j, file);
 }

@@ -10,7 +10,7 @@ import type { CommandModule } from 'yargs';
 import { fail } from '../../core/errors.ts';
 import { runDistill } from '../../distill/run.ts';
 import { REST_POLICIES, type RestPolicy } from '../../engine/student.ts';
-import { parseLayerList, startBackend, withBackend } from '../common.ts';
+import { parseLayerList, requireDirectoryPath, startBackend, withBackend } from '../common.ts';
 
 interface DistillArgs {
   model: string;
@@ -71,9 +71,10 @@ export const command: CommandModule<any, any> = {
   handler: async (argv) => {
     const args = argv as unknown as DistillArgs;
     const layers = parseLayerList(args.layers);
-    await startBackend(args.backend);
     const modelTag = args.model.replace(/[/\\]+$/, '').split(/[/\\]/).pop() || 'model';
     const out = args.out ?? `out/distill-${modelTag}-L${args.layers.replace(/[^0-9,-]/g, '')}`;
+    requireDirectoryPath(out);
+    await startBackend(args.backend);
     await runDistill({
       model: args.model,
       teacher: args.teacher ?? null,

@@ -13,7 +13,7 @@ import { REST_POLICIES, type RestPolicy } from '../../engine/student.ts';
 import { fmt, pct, writeReport } from '../../eval/report.ts';
 import { runEval } from '../../eval/runner.ts';
 import { adHocSuite, CONFIGURATIONS, loadSuite, type ConfigurationName, type Suite } from '../../eval/suite.ts';
-import { startBackend, withBackend } from '../common.ts';
+import { requireDirectoryPath, startBackend, withBackend } from '../common.ts';
 
 export interface EvalArgs {
   model: string;
@@ -57,6 +57,7 @@ function parseConfigurations(text: string | undefined): ConfigurationName[] | nu
 export async function runEvalCommand(args: EvalArgs): Promise<{ json: string; md: string; html: string }> {
   const suite = suiteFromArgs(args);
   const configurations = parseConfigurations(args.configurations);
+  requireDirectoryPath(args.out);
   await startBackend(args.backend, args.quiet);
   let progress: Progress | null = null;
   const report = await runEval({
