@@ -115,6 +115,12 @@ function forward(form: () => tf.Tensor[]): void {
   outs.forEach((o) => o.dispose());
 }
 
+/** Why the loop cannot run whole at this size, when it cannot: its autodiff tape keeps ~3 D×D tensors per token. */
+function tapeNote(T: number, D: number): string {
+  const gib = (3 * T * D * D * 4) / 2 ** 30;
+  return gib > 3 ? `; its autodiff tape at T = ${T} would need ~${Math.round(gib)} GiB, over the 4 GiB wasm heap` : '';
+}
+
 export function benchGate(o: GateBenchOptions, log: (s: string) => void = () => {}): GateBenchRow[] {
   const rows: GateBenchRow[] = [];
   const chunk = o.chunk ?? defaultChunkSize(o.D);
@@ -159,10 +165,7 @@ export function benchGate(o: GateBenchOptions, log: (s: string) => void = () => 
       speedup: sig(loopAtT / t.chunkedFwdBwd.ms),
       speedupTrainingPath: sig(loopAtT / t.chunkedOutputFwdBwd.ms),
       forwardSpeedup: sig(((t.loopFwd.ms / n) * T) / t.chunkedFwd.ms),
-      note:
-        n < T
-          ? `loop timed on its first ${n} of ${T} tokens and scaled ×${T / n} (constant cost per token; its autodiff tape at T = ${T} would need ~${Math.round((3 * T * o.D * o.D * 4) / 2 ** 30)} GiB, over the 4 GiB wasm heap)`
-          : 'loop timed on all T tokens',
+      note: n < T ? `loop timed on its first ${n} of ${T} tokens and scaled ×${T / n} (its cost per token is constant)${tapeNote(T, o.D)}` : 'loop timed on all T tokens',
     };
     log(`gate D=${o.D} T=${T}: chunked fwd+bwd ${row.chunkedFwdBwdMs} ms, loop ${row.loopFwdBwdMsPerToken} ms/token -> ${row.speedup}×`);
     rows.push(row);

@@ -30,7 +30,7 @@ import { AdapterVariables, LayerSource, runPass, type PassContext, type TrainOpt
 import { pseudoRandom } from '../core/workerTasks.ts';
 import { sig } from './machine.ts';
 import { SyntheticWeights, withShape } from './synthetic.ts';
-import { interleaved, force, type Timing } from './timing.ts';
+import { interleaved, force, time, type Timing } from './timing.ts';
 
 export type MatrixName = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
 const MATRICES: MatrixName[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -67,6 +67,11 @@ export function matmulFlops(c: ModelConfig, T: number, ms: MatrixName[]): number
 export const FORWARD: MatrixName[] = MATRICES;
 /** dX of down ([T,D]·W_downᵀ: gate's shape), of gate and up ([T,I]·Wᵀ: down's shape), of o ([T,D]·W_oᵀ: q's shape when D = D_q). */
 export const DISTILL_BACKWARD: MatrixName[] = ['gate', 'down', 'down', 'q'];
+/**
+ * The weights whose transposes the backward materialises (src/core/gradients.ts: on wasm, dX = dY·Wᵀ
+ * runs as a plain matmul with an explicit Wᵀ, once per sequence): down, gate, up, o.
+ */
+export const TRANSPOSED_IN_BACKWARD: MatrixName[] = ['down', 'gate', 'up', 'o'];
 
 /** One layer of a shape on the backend, owned by a distillation LayerSource (so runPass can use it too). */
 export class BenchLayer {
@@ -142,6 +147,7 @@ export function phaseCandidates(x: PhaseInputs, phases: PhaseName[], bare: boole
   const out: Record<string, () => void> = {};
   if (bare) {
     for (const m of MATRICES) out[`matmul.${m}`] = () => force(() => tf.matMul(x.matInputs.get(matrixShape(c, m)[0])!, layer[m]));
+    if (phases.includes('distillStep')) for (const m of TRANSPOSED_IN_BACKWARD) out[`transpose.${m}`] = () => force(() => tf.transpose(layer[m]));
   }
   for (const p of phases) {
     switch (p) {
@@ -168,6 +174,8 @@ export function phaseCandidates(x: PhaseInputs, phases: PhaseName[], bare: boole
 }
 
 export interface FractionRow {
+  /** 'as is', or 'with wasmFixes' (src/core/wasmFixes.ts applied in that worker). */
+  variant?: string;
   phase: 'teacher prefill (one layer)' | 'distill step (one layer)';
   shape: string;
   T: number;
@@ -180,11 +188,19 @@ export interface FractionRow {
   peakGflops: number;
   /** idealMatmulMs / phaseMs = achieved / peak. */
   fractionOfPeak: number;
+  /** Distill step: time of the weight transposes its backward materialises (per sequence), and the fraction without them. */
+  weightTransposeMs?: number;
+  fractionWithoutTransposes?: number;
 }
 
 export interface PhaseTimings {
   T: number;
+  /** Plain x [T, in] · W [in, out] (the form the code runs forward; XNNPACK packs W). */
   matmulMs: Record<MatrixName, number>;
+  /** The same product as (W' · xᵀ)ᵀ with W' = Wᵀ [out, in] as the left operand (never packed): often faster. */
+  weightLeftMs: Record<MatrixName, number>;
+  /** tf.transpose of the weights the distill backward transposes (when a distill step was timed). */
+  transposeMs: Partial<Record<MatrixName, number>>;
   phases: Partial<Record<PhaseName, Timing>>;
 }
 
@@ -192,20 +208,36 @@ export interface PhaseTimings {
 export function timePhases(bl: BenchLayer, T: number, B: number, phases: PhaseName[], reps: number, warmup: number): PhaseTimings {
   const x = new PhaseInputs(bl, T, B);
   try {
+    // The other form of each product, one matrix at a time (its [out, in] copy is made and dropped here).
+    const weightLeftMs = {} as Record<MatrixName, number>;
+    for (const m of MATRICES) {
+      const wOutIn = tf.transpose(bl.layer[m]) as tf.Tensor2D;
+      const xT = tf.transpose(x.matInputs.get(matrixShape(bl.config, m)[0])!) as tf.Tensor2D;
+      try {
+        weightLeftMs[m] = time(() => force(() => tf.transpose(tf.matMul(wOutIn, xT))), reps, warmup).ms;
+      } finally {
+        wOutIn.dispose();
+        xT.dispose();
+      }
+    }
     const t = interleaved(phaseCandidates(x, phases, true), reps, warmup);
     const matmulMs = Object.fromEntries(MATRICES.map((m) => [m, t[`matmul.${m}`]!.ms])) as Record<MatrixName, number>;
+    const transposeMs: Partial<Record<MatrixName, number>> = {};
+    for (const m of TRANSPOSED_IN_BACKWARD) if (t[`transpose.${m}`]) transposeMs[m] = t[`transpose.${m}`]!.ms;
     const ph: Partial<Record<PhaseName, Timing>> = {};
     for (const p of phases) ph[p] = t[p]!;
-    return { T, matmulMs, phases: ph };
+    return { T, matmulMs, weightLeftMs, transposeMs, phases: ph };
   } finally {
     x.dispose();
   }
 }
 
 /** The (b) rows from timings: teacher prefill and distill step as a fraction of peak. */
-export function fractionRows(shape: string, c: ModelConfig, t: PhaseTimings, B: number): FractionRow[] {
+export function fractionRows(shape: string, c: ModelConfig, t: PhaseTimings, B: number, opts: { backwardTransposes?: boolean } = {}): FractionRow[] {
   const rows: FractionRow[] = [];
-  const ideal = (ms: MatrixName[]) => ms.reduce((a, m) => a + t.matmulMs[m], 0);
+  // The backend's peak at a shape: the faster of its two plain-matmul forms (x·W, or (W'·xᵀ)ᵀ).
+  const best = (m: MatrixName) => Math.min(t.matmulMs[m], t.weightLeftMs?.[m] ?? Infinity);
+  const ideal = (ms: MatrixName[]) => ms.reduce((a, m) => a + best(m), 0);
   const make = (phase: FractionRow['phase'], ms: MatrixName[], phaseMs: number, seqs: number): FractionRow => {
     const idealMs = ideal(ms) * seqs;
     const flops = matmulFlops(c, t.T, ms) * seqs;
@@ -223,6 +255,14 @@ export function fractionRows(shape: string, c: ModelConfig, t: PhaseTimings, B: 
     };
   };
   if (t.phases.teacherLayer) rows.push(make('teacher prefill (one layer)', FORWARD, t.phases.teacherLayer.ms, 1));
-  if (t.phases.distillStep) rows.push(make('distill step (one layer)', [...FORWARD, ...DISTILL_BACKWARD], t.phases.distillStep.ms, B));
+  if (t.phases.distillStep) {
+    const row = make('distill step (one layer)', [...FORWARD, ...DISTILL_BACKWARD], t.phases.distillStep.ms, B);
+    const transposes = Object.values(t.transposeMs).reduce((a, b) => a + b, 0) * B;
+    if (transposes > 0 && opts.backwardTransposes !== false) {
+      row.weightTransposeMs = sig(transposes);
+      row.fractionWithoutTransposes = sig(row.idealMatmulMs / Math.max(1e-9, t.phases.distillStep.ms - transposes));
+    }
+    rows.push(row);
+  }
   return rows;
 }

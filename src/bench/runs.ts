@@ -19,6 +19,8 @@ export interface CommandRun {
   peakRssGiB: number | null;
   log: string;
   tail: string;
+  /** What else was learned from the run (filled in by whoever records it). */
+  note?: string;
 }
 
 export function measureCommand(name: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = {}): Promise<CommandRun> {

@@ -13,10 +13,10 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { qDim, type ModelConfig } from '../formats/config.ts';
-import type { ModelWeights } from '../formats/weights.ts';
+import type { LayerWeights, ModelWeights } from '../formats/weights.ts';
 import { StudentDecoder } from '../engine/student.ts';
 import { teacherPrefill, TeacherDecoder } from '../teacher/teacher.ts';
-import { disposeLayer, uploadLayer } from '../core/nn.ts';
+import { disposeLayer, uploadLayer, uploadMatrix, type LayerTensors } from '../core/nn.ts';
 import { pseudoRandom } from '../core/workerTasks.ts';
 import { sig } from './machine.ts';
 import { SyntheticWeights, withShape } from './synthetic.ts';
@@ -163,4 +163,64 @@ export function layerLoadTiming(weights: ModelWeights, layer: number, reps: numb
   const lw = weights.layer(layer);
   const upload = time(() => disposeLayer(uploadLayer(lw)), reps, 0);
   return { dir: weights.dir, storage: weights.storage, decodeMs: sig(decode.ms), uploadMs: sig(upload.ms), bytesF32: bytes };
+}
+
+/** Bytes of the wasm backend's heap (WebAssembly memory only grows), or null on other backends. */
+export function wasmHeapBytes(): number | null {
+  const b = tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } };
+  return b.wasm?.HEAPU8 ? b.wasm.HEAPU8.byteLength : null;
+}
+
+export interface HeapGrowth {
+  order: string;
+  layerMiB: number;
+  /** Wasm heap after streaming each layer (upload, one teacher layer pass, dispose), MiB. */
+  heapMiBAfterLayer: number[];
+}
+
+/**
+ * How the wasm heap grows while layers are streamed through it: upload layer l, run it, dispose it,
+ * upload l+1 … The heap never shrinks, so fragmentation (small tensors landing in the holes freed
+ * by the previous layer's big matrices) shows as growth beyond one layer's size. `largestFirst`
+ * uploads the matrices in decreasing size and the vectors last, so the next layer's big matrices
+ * find the previous layer's holes intact.
+ */
+export function heapGrowth(weights: ModelWeights, layers: number[], order: 'uploadLayer' | 'largestFirst', T: number, run: (layer: LayerTensors, h: tf.Tensor2D) => tf.Tensor): HeapGrowth {
+  const c = weights.config;
+  const out: number[] = [];
+  let bytes = 0;
+  for (const l of layers) {
+    const lw = weights.layer(l);
+    bytes = [lw.q, lw.k, lw.v, lw.o, lw.gate, lw.up, lw.down].reduce((a, m) => a + 4 * m.data.length, 0);
+    const layer = order === 'uploadLayer' ? uploadLayer(lw) : uploadLayerLargestFirst(lw);
+    const h = tf.tensor2d(pseudoRandom(T * c.hiddenSize, l), [T, c.hiddenSize]);
+    const y = tf.tidy(() => run(layer, h));
+    y.dataSync();
+    y.dispose();
+    h.dispose();
+    disposeLayer(layer);
+    out.push(Math.round((wasmHeapBytes() ?? 0) / 2 ** 20));
+  }
+  return { order, layerMiB: Math.round(bytes / 2 ** 20), heapMiBAfterLayer: out };
+}
+
+/** uploadLayer with the matrices uploaded largest first and the small vectors after them. */
+export function uploadLayerLargestFirst(lw: LayerWeights): LayerTensors {
+  const names = (['gate', 'up', 'down', 'q', 'o', 'k', 'v'] as const).slice().sort((a, b) => lw[b].data.length - lw[a].data.length);
+  const m: Partial<Record<(typeof names)[number], tf.Tensor2D>> = {};
+  for (const n of names) m[n] = uploadMatrix(lw[n]);
+  return {
+    q: m.q!,
+    k: m.k!,
+    v: m.v!,
+    o: m.o!,
+    gate: m.gate!,
+    up: m.up!,
+    down: m.down!,
+    inputNorm: tf.tensor1d(lw.inputNorm),
+    postNorm: tf.tensor1d(lw.postNorm),
+    qBias: lw.qBias ? tf.tensor1d(lw.qBias) : null,
+    kBias: lw.kBias ? tf.tensor1d(lw.kBias) : null,
+    vBias: lw.vBias ? tf.tensor1d(lw.vBias) : null,
+  };
 }

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { backendInfo } from '../core/backend.ts';
+import { applyWasmMemoryFixes } from '../core/wasmFixes.ts';
 import { checkSequences, defaultCorpus, readCorpus, splitHeldOut, tokenizeCorpus, type Corpus } from '../core/corpus.ts';
 import { fail } from '../core/errors.ts';
 import { Progress } from '../core/progress.ts';
@@ -144,6 +145,9 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
     if (!o.quiet) process.stderr.write(`synaxim distill: ${msg}\n`);
   };
   const wallStart = performance.now();
+  // On wasm, stock tfjs copies every weight it saves for backprop and materialises Wᵀ for the
+  // input gradient: a Magnus layer then overflows the 4 GiB heap. Same arithmetic, no copies.
+  applyWasmMemoryFixes();
   const resolved: ResolvedModel = resolveModel(o.model, { teacher: o.teacher ?? undefined });
   const student = openModel(resolved.studentDir);
   const teacherSame = path.resolve(resolved.teacherDir) === path.resolve(resolved.studentDir);

@@ -223,7 +223,8 @@ export async function prepareWindows(
     fail(resolved.studentDir, 'this model has no tokenizer.json (neither beside the teacher nor in the .symb tokenizer/ directory); evaluation needs one to read the corpus');
   }
   if (suite.context > config.maxPositionEmbeddings) {
-    fail(suite.source === 'flags' ? null : suite.source, `context ${suite.context} is longer than the model's max_position_embeddings (${config.maxPositionEmbeddings})`);
+    const flags = suite.source === 'flags';
+    fail(flags ? null : suite.source, `${flags ? '--' : ''}context ${suite.context} is longer than the model's max_position_embeddings (${config.maxPositionEmbeddings})`);
   }
   const tokenizer = await loadTokenizer(resolved.tokenizerDir, { bosTokenId: config.bosTokenId, eosTokenIds: config.eosTokenIds, modelVocabSize: config.vocabSize });
   const corpora = readSuiteCorpora(suite);

@@ -10,6 +10,7 @@ import { command as evaluate } from './eval.ts';
 import { command as compare } from './compare.ts';
 import { command as distill } from './distill.ts';
 import { command as demo } from './demo.ts';
+import { command as bench } from './bench.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const COMMANDS: CommandModule<any, any>[] = [inspect, convert, importLlama2c, fixture, forward, generate, distill, evaluate, compare, demo];
+export const COMMANDS: CommandModule<any, any>[] = [inspect, convert, importLlama2c, fixture, forward, generate, distill, evaluate, compare, demo, bench];

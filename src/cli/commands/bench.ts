@@ -1,0 +1,67 @@
+/**
+ * `synaxim bench [--quick] [--out reports/bench] [--sections gate,phases,...] [--magnus DIR]`:
+ * benchmarks of this machine and backend, every figure a ratio measured in the same run (see
+ * src/bench/run.ts). Prints the headline table as JSON on stdout; writes bench.json, README.md and
+ * charts into --out. Never a timed test: `npm run bench` runs it.
+ */
+import path from 'node:path';
+import type { CommandModule } from 'yargs';
+import { fail } from '../../core/errors.ts';
+import { MAGNUS_RUNS, runBench, SECTIONS, type MagnusRun, type Preset, type Section } from '../../bench/run.ts';
+import { startBackend, withBackend } from '../common.ts';
+
+interface BenchArgs {
+  quick: boolean;
+  preset?: Preset;
+  out: string;
+  sections?: string;
+  magnus?: string;
+  magnusRuns?: string;
+  backend: Parameters<typeof startBackend>[0];
+}
+
+export function parseSections(text: string | undefined): Section[] | undefined {
+  if (text === undefined) return undefined;
+  const names = text.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const n of names) if (!SECTIONS.includes(n as Section)) fail(null, `--sections: unknown '${n}' (known: ${SECTIONS.join(', ')})`);
+  if (names.length === 0) fail(null, '--sections: give a comma-separated list');
+  return names as Section[];
+}
+
+export function parseMagnusRuns(text: string | undefined): MagnusRun[] | undefined {
+  if (text === undefined) return undefined;
+  const names = text.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const n of names) if (!MAGNUS_RUNS.includes(n as MagnusRun)) fail(null, `--magnus-runs: unknown '${n}' (known: ${MAGNUS_RUNS.join(', ')})`);
+  if (names.length === 0) fail(null, '--magnus-runs: give a comma-separated list');
+  return names as MagnusRun[];
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const command: CommandModule<any, any> = {
+  command: 'bench',
+  describe: 'benchmark the gate, matmul-bound phases, throughput, scaling in T and worker threads; write reports/bench/',
+  builder: (y) =>
+    withBackend(y)
+      .option('quick', { type: 'boolean', default: false, describe: 'smaller sizes and fewer repetitions (minutes, not a quarter hour)' })
+      .option('preset', { choices: ['full', 'quick', 'tiny'] as const, describe: 'sizes (overrides --quick; tiny is for tests)' })
+      .option('out', { type: 'string', default: 'reports/bench', describe: 'output directory (bench.json, README.md, charts)' })
+      .option('sections', { type: 'string', describe: `only these (comma-separated: ${SECTIONS.join(', ')}); the others keep their previous results` })
+      .option('magnus', { type: 'string', describe: 'a `synaxim fixture --shape magnus` directory: adds the layerload and magnus sections (the magnus runs take long)' })
+      .option('magnus-runs', { type: 'string', describe: `which Magnus runs (${MAGNUS_RUNS.join(', ')}; default both); the others keep their earlier results` }),
+  handler: async (argv) => {
+    const a = argv as unknown as BenchArgs;
+    const sections = parseSections(a.sections);
+    if (sections && (sections.includes('magnus') || sections.includes('layerload')) && !a.magnus) fail(null, '--sections magnus/layerload need --magnus DIR');
+    await startBackend(a.backend);
+    const report = await runBench({
+      preset: a.preset ?? (a.quick ? 'quick' : 'full'),
+      out: path.resolve(a.out),
+      sections,
+      magnus: a.magnus ?? null,
+      magnusRuns: parseMagnusRuns(a.magnusRuns),
+      log: (line) => process.stderr.write(`synaxim bench: ${line}\n`),
+    });
+    process.stdout.write(JSON.stringify(report.headline, null, 2) + '\n');
+    process.stderr.write(`synaxim bench: wrote ${path.join(path.resolve(a.out), 'bench.json')} and README.md\n`);
+  },
+};
