@@ -40,6 +40,8 @@ import {
   writeIndex,
   writeRawSafetensors,
   type CliResult,
+  dropTensor,
+  addTensor,
 } from './helpers/badFiles.ts';
 
 const CASE_TIMEOUT_MS = 30_000;
@@ -77,32 +79,6 @@ const INDEX = 'model.safetensors.index.json';
 const SYMB_CONFIG = 'config.symb.json';
 const L = (l: number, file: string) => `layers/layer_0${l}/${file}.symb`;
 const st = (m: string) => path.join(m, ST);
-
-/** Remove one tensor from a single-file checkpoint (header and data), keeping the rest valid. */
-function dropTensor(file: string, name: string): void {
-  const { header, data } = readRawSafetensors(file);
-  const kept: Buffer[] = [];
-  const next: Record<string, unknown> = {};
-  let offset = 0;
-  for (const n of tensorsByOffset(header)) {
-    if (n === name) continue;
-    const e = tensorEntry(header, n);
-    const bytes = data.subarray(e.data_offsets[0], e.data_offsets[1]);
-    next[n] = { ...e, data_offsets: [offset, offset + bytes.length] };
-    offset += bytes.length;
-    kept.push(bytes);
-  }
-  if (header.__metadata__) next.__metadata__ = header.__metadata__;
-  writeRawSafetensors(file, next, Buffer.concat(kept));
-}
-
-/** Add a tensor (F32 zeros) at the end of a single-file checkpoint. */
-function addTensor(file: string, name: string, shape: number[]): void {
-  const { header, data } = readRawSafetensors(file);
-  const bytes = Buffer.alloc(4 * shape.reduce((a, b) => a * b, 1));
-  header[name] = { dtype: 'F32', shape, data_offsets: [data.length, data.length + bytes.length] };
-  writeRawSafetensors(file, header, Buffer.concat([data, bytes]));
-}
 
 const CASES: BadCase[] = [
   // ---- safetensors: the header ---------------------------------------------------------------

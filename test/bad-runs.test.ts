@@ -43,6 +43,8 @@ import {
   truncateFile,
   writeRawSafetensors,
   type CliResult,
+  dropTensor,
+  addTensor,
 } from './helpers/badFiles.ts';
 
 const CASE_TIMEOUT_MS = 20_000;
@@ -113,32 +115,6 @@ const withAdapter = (edit: (a: string, k: CaseDir) => void | Flags) => (k: CaseD
 };
 const aw = (a: string) => path.join(a, W);
 const ac = (a: string) => path.join(a, CFG);
-
-/** Remove one tensor from a safetensors file (header and data), keeping the rest valid. */
-function dropTensor(file: string, name: string): void {
-  const { header, data } = readRawSafetensors(file);
-  const kept: Buffer[] = [];
-  const next: Record<string, unknown> = {};
-  let offset = 0;
-  for (const n of tensorsByOffset(header)) {
-    if (n === name) continue;
-    const e = tensorEntry(header, n);
-    const bytes = data.subarray(e.data_offsets[0], e.data_offsets[1]);
-    next[n] = { ...e, data_offsets: [offset, offset + bytes.length] };
-    offset += bytes.length;
-    kept.push(bytes);
-  }
-  if (header.__metadata__) next.__metadata__ = header.__metadata__;
-  writeRawSafetensors(file, next, Buffer.concat(kept));
-}
-
-/** Append an F32 tensor (zeros) to a safetensors file. */
-function addTensor(file: string, name: string, shape: number[]): void {
-  const { header, data } = readRawSafetensors(file);
-  const bytes = Buffer.alloc(4 * shape.reduce((a, b) => a * b, 1));
-  header[name] = { dtype: 'F32', shape, data_offsets: [data.length, data.length + bytes.length] };
-  writeRawSafetensors(file, header, Buffer.concat([data, bytes]));
-}
 
 /** Replace a tensor's shape and bytes (F32 zeros of the new shape), keeping the file valid. */
 function reshapeTensor(file: string, name: string, shape: number[]): void {

@@ -85,6 +85,32 @@ export function setF32Element(file: string, tensor: string, index: number, value
   fs.closeSync(fd);
 }
 
+/** Remove one tensor from a safetensors file (header and data), keeping the rest valid. */
+export function dropTensor(file: string, name: string): void {
+  const { header, data } = readRawSafetensors(file);
+  const kept: Buffer[] = [];
+  const next: Record<string, unknown> = {};
+  let offset = 0;
+  for (const n of tensorsByOffset(header)) {
+    if (n === name) continue;
+    const e = tensorEntry(header, n);
+    const bytes = data.subarray(e.data_offsets[0], e.data_offsets[1]);
+    next[n] = { ...e, data_offsets: [offset, offset + bytes.length] };
+    offset += bytes.length;
+    kept.push(bytes);
+  }
+  if (header.__metadata__) next.__metadata__ = header.__metadata__;
+  writeRawSafetensors(file, next, Buffer.concat(kept));
+}
+
+/** Append an F32 tensor (zeros) to a safetensors file. */
+export function addTensor(file: string, name: string, shape: number[]): void {
+  const { header, data } = readRawSafetensors(file);
+  const bytes = Buffer.alloc(4 * shape.reduce((a, b) => a * b, 1));
+  header[name] = { dtype: 'F32', shape, data_offsets: [data.length, data.length + bytes.length] };
+  writeRawSafetensors(file, header, Buffer.concat([data, bytes]));
+}
+
 /**
  * Split a single-file checkpoint into two shards + model.safetensors.index.json (tensors in data
  * order; the first `firstCount` go to shard 1). Returns the weight map for further edits.
