@@ -23,6 +23,7 @@
  * layers' weights; two workers need about twice one layer's weights on the host and heap.
  */
 import { WorkerPool, type WorkerPoolOptions } from './workers.ts';
+import { applyWasmMemoryFixes } from './wasmFixes.ts';
 import { fail } from './errors.ts';
 import { initialAdapter } from '../engine/adapter.ts';
 import { openModel } from '../formats/openModel.ts';
@@ -127,6 +128,8 @@ let worker: { ctx: PassContext; vars: AdapterVariables; weights: ModelWeights; s
 /** Open the student, take this worker's layers and teacher states. Replaces an earlier init. */
 export function layerWorkerInit(init: WorkerInit): void {
   layerWorkerRelease();
+  applyWasmMemoryFixes(); // as runDistill does on the main thread
+
   const weights = openModel(init.studentDir);
   const layers = init.opts.layers;
   const ctx: PassContext = {

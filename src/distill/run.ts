@@ -7,6 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { backendInfo } from '../core/backend.ts';
 import { applyWasmMemoryFixes } from '../core/wasmFixes.ts';
+import { chooseWorkers } from '../core/workers.ts';
+import { TeacherInputLayerWorkers } from '../core/distillWorkers.ts';
 import { checkSequences, defaultCorpus, readCorpus, splitHeldOut, tokenizeCorpus, type Corpus } from '../core/corpus.ts';
 import { fail } from '../core/errors.ts';
 import { Progress } from '../core/progress.ts';
@@ -74,6 +76,8 @@ export interface DistillOptions {
   /** Fraction of sequences held out for the before/after report. */
   heldOutFraction?: number;
   chunkSize?: number;
+  /** Worker threads for --input teacher (layers split between them); default: chooseWorkers. */
+  workers?: number | null;
   /** Keep all trained layers on the backend when they fit in this many bytes (default 1 GiB). */
   residentBytes?: number;
   /** Use (and fill) the teacher hidden-state cache. */
@@ -114,6 +118,8 @@ function checkOptions(o: DistillOptions, numLayers: number): void {
   if (!REST_POLICIES.includes(o.rest)) fail(null, `--rest must be one of ${REST_POLICIES.join(', ')}, got ${o.rest}`);
   if (!Number.isInteger(o.seed)) fail(null, `--seed must be an integer, got ${o.seed}`);
   if (o.chunkSize !== undefined && (!Number.isInteger(o.chunkSize) || o.chunkSize < 1)) fail(null, `--chunk-size must be a positive integer`);
+  if (o.workers !== undefined && o.workers !== null && (!Number.isInteger(o.workers) || o.workers < 1)) fail(null, `--workers must be a positive integer, got ${o.workers}`);
+  if (o.input !== 'teacher' && (o.workers ?? 1) > 1) fail(null, '--workers > 1 needs --input teacher (with --input student each layer reads the previous one)');
   const heldOut = o.heldOutFraction ?? 0.1;
   if (!(heldOut >= 0 && heldOut < 1)) fail(null, `--held-out must be a fraction in [0, 1), got ${heldOut}`);
 }
@@ -306,7 +312,18 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
         checkpointPath: ckptFile,
       };
       if (state.epoch < o.epochs) {
-        state = await trainLoop(ctx, state, train, heldOut, hooks);
+        // --input teacher makes layers independent: spread them over worker threads (one tfjs each).
+        const workers = o.input === 'teacher' ? chooseWorkers({ requested: o.workers ?? null, units: layers.length, tiny: c.hiddenSize * c.numLayers < 4096 }) : 1;
+        const layerWorkers = workers > 1 ? await TeacherInputLayerWorkers.start({ studentDir: resolved.studentDir, opts, seqLen: o.seqLen, teacher: th.hidden }, workers) : null;
+        if (layerWorkers) {
+          log(`training on ${layerWorkers.size} worker threads (layers split between them)`);
+          hooks.pass = (seqIdx, params, withGrad) => layerWorkers.pass(seqIdx, params, withGrad);
+        }
+        try {
+          state = await trainLoop(ctx, state, train, heldOut, hooks);
+        } finally {
+          await layerWorkers?.close();
+        }
         progress.finish();
       } else if (o.epochs === 0) {
         // --epochs 0: export the initial adapter; its training loss is the "best".

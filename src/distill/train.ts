@@ -517,6 +517,11 @@ export interface TrainHooks {
   beforeStep?(globalStep: number, params: Float32Array[]): void;
   /** Where the last good checkpoint is, for messages. */
   checkpointPath?: string;
+  /**
+   * Run a training pass elsewhere (layer-parallel worker threads under --input teacher); default:
+   * `runPass` on this thread. Same contract: per-layer losses and the flat gradients.
+   */
+  pass?(seqIdx: number[], params: Float32Array[], withGrad: boolean): Promise<PassResult>;
 }
 
 export function stepsPerEpoch(nTrain: number, batchSize: number): number {
@@ -560,7 +565,7 @@ export async function trainLoop(ctx: PassContext, state: TrainState, train: numb
         hooks.beforeStep?.(state.globalStep, state.params);
         params.assign(state.params);
         const t0 = performance.now();
-        const r = runPass(ctx, batch, params, true);
+        const r = hooks.pass ? await hooks.pass(batch, state.params, true) : runPass(ctx, batch, params, true);
         const at = `epoch ${state.epoch + 1}, step ${k + 1}/${perEpoch} (global step ${state.globalStep + 1})`;
         const badLayer = r.lossPerLayer.findIndex((v) => !Number.isFinite(v));
         if (badLayer >= 0) {

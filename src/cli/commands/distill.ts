@@ -34,6 +34,7 @@ interface DistillArgs {
   chunkSize?: number;
   cache: boolean;
   backend: Parameters<typeof startBackend>[0];
+  workers?: number;
 }
 
 const int = (v: unknown, flag: string): number => {
@@ -67,6 +68,7 @@ export const command: CommandModule<any, any> = {
       .option('out', { type: 'string', describe: 'output directory (default out/distill-<model>-L<layers>)' })
       .option('resume', { type: 'boolean', default: false, describe: "continue from OUT's checkpoint" })
       .option('overwrite', { type: 'boolean', default: false, describe: 'start over even if OUT holds a checkpoint' })
+      .option('workers', { type: 'number', describe: 'worker threads for --input teacher (layers split between them) [default: 2 with ≥ 2 cores unless the job is tiny]' })
       .option('cache', { type: 'boolean', default: true, describe: 'use the teacher hidden-state cache (--no-cache to recompute)' }),
   handler: async (argv) => {
     const args = argv as unknown as DistillArgs;
@@ -96,6 +98,7 @@ export const command: CommandModule<any, any> = {
       heldOutFraction: args.heldOut,
       chunkSize: args.chunkSize === undefined ? undefined : int(args.chunkSize, '--chunk-size'),
       cache: args.cache,
+      workers: args.workers ?? null,
     });
   },
 };
