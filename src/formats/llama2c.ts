@@ -23,6 +23,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fail } from '../core/errors.ts';
+import { readExactly, regularFileSize } from '../core/fileio.ts';
 import { writeDirAtomic, writeFileAtomic } from '../core/atomic.ts';
 import { writeSafetensors, type StTensorToWrite } from './safetensors.ts';
 
@@ -145,35 +146,12 @@ export function permuteToRotateHalf<T extends Float32Array | Uint8Array>(w: T, n
   return out;
 }
 
-function fileSize(file: string): number {
-  try {
-    const st = fs.statSync(file);
-    if (!st.isFile()) fail(file, 'not a file');
-    return st.size;
-  } catch (e) {
-    if ((e as Error).name === 'SynaximError') throw e;
-    const code = (e as NodeJS.ErrnoException).code;
-    return fail(file, code === 'ENOENT' ? 'file not found' : `cannot read (${code})`);
-  }
-}
-
-function readAt(fd: number, file: string, length: number, position: number): Uint8Array {
-  const buf = new Uint8Array(length);
-  let off = 0;
-  while (off < length) {
-    const n = fs.readSync(fd, buf, off, length - off, position + off);
-    if (n === 0) fail(file, `unexpected end of file reading ${length} bytes at ${position}`);
-    off += n;
-  }
-  return buf;
-}
-
 /** Read and check a checkpoint's header against its file size. */
 export function readLlama2cConfig(file: string): Llama2cConfig {
-  const size = fileSize(file);
+  const size = regularFileSize(file);
   const fd = fs.openSync(file, 'r');
   try {
-    const config = parseLlama2cHeader(file, readAt(fd, file, Math.min(size, LLAMA2C_HEADER_BYTES), 0));
+    const config = parseLlama2cHeader(file, readExactly(fd, file, Math.min(size, LLAMA2C_HEADER_BYTES), 0));
     const { fileBytes } = llama2cLayout(config);
     if (size !== fileBytes) {
       fail(file, `is ${size} bytes but its header (${describeHeader({ ...config, vocabSize: config.sharedClassifier ? config.vocabSize : -config.vocabSize })}) implies ${fileBytes} bytes — ${size < fileBytes ? 'truncated' : 'trailing data'}, or not a legacy llama2.c checkpoint`);
@@ -197,13 +175,13 @@ export function readLlama2cAsHf(file: string): { config: Llama2cConfig; tensors:
   try {
     const whole = (name: string): Uint8Array => {
       const b = block.get(name)!;
-      return readAt(fd, file, b.byteLength, b.byteOffset);
+      return readExactly(fd, file, b.byteLength, b.byteOffset);
     };
     /** Layer `l`'s slice of a per-layer block, with the block's shape minus its layer dimension. */
     const layer = (name: string, l: number): { shape: number[]; bytes: Uint8Array } => {
       const b = block.get(name)!;
       const per = b.byteLength / config.nLayers;
-      return { shape: b.shape.slice(1), bytes: readAt(fd, file, per, b.byteOffset + l * per) };
+      return { shape: b.shape.slice(1), bytes: readExactly(fd, file, per, b.byteOffset + l * per) };
     };
     const f32 = (shape: number[], bytes: Uint8Array): StTensorToWrite => ({ dtype: 'F32', shape, data: bytes });
 
@@ -465,7 +443,7 @@ function checkOutputDir(outDir: string): void {
 export async function importLlama2c(modelBin: string, tokenizerBin: string, outDir: string): Promise<ImportResult> {
   checkOutputDir(outDir);
   const { config, tensors } = readLlama2cAsHf(modelBin);
-  fileSize(tokenizerBin);
+  regularFileSize(tokenizerBin);
   const vocab = parseLlama2cTokenizer(tokenizerBin, new Uint8Array(fs.readFileSync(tokenizerBin)), config.vocabSize);
   const tokenizerJson = hfTokenizerJsonFor(vocab);
   await writeDirAtomic(outDir, (tmp) => {

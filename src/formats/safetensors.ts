@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fail } from '../core/errors.ts';
+import { readExactly } from '../core/fileio.ts';
 import { writeFileAtomic } from '../core/atomic.ts';
 import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../core/fp16.ts';
 import { CONTROL_CHARS, jsonErrorText, requireInsideModelDir } from './config.ts';
@@ -127,17 +128,6 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   }
   if (cursor !== fileSize) fail(file, `file has ${fileSize - cursor} bytes after the last tensor (the file must end at the last tensor)`);
   return { tensors, metadata };
-}
-
-function readExactly(fd: number, file: string, length: number, position: number): Uint8Array {
-  const buf = Buffer.allocUnsafe(length);
-  let off = 0;
-  while (off < length) {
-    const n = fs.readSync(fd, buf, off, length - off, position + off);
-    if (n === 0) fail(file, `unexpected end of file reading ${length} bytes at ${position}`);
-    off += n;
-  }
-  return new Uint8Array(buf.buffer, buf.byteOffset, length);
 }
 
 /** Decode raw little-endian bytes of a float dtype to float32. */

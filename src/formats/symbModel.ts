@@ -14,6 +14,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fail } from '../core/errors.ts';
+import { readExactly, regularFileSize } from '../core/fileio.ts';
 import { type ModelConfig, type RopeScalingLlama3, parseSymbConfig, readJsonFile, qDim, kvDim, requireInsideModelDir } from './config.ts';
 import { requireFiniteWeights } from './safetensors.ts';
 import {
@@ -195,32 +196,13 @@ function extensionHints(j: Record<string, unknown>, file: string): Partial<Model
   return hints;
 }
 
-function fileSize(file: string): number {
-  try {
-    const st = fs.statSync(file);
-    if (!st.isFile()) fail(file, 'not a file');
-    return st.size;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (!code) throw e;
-    return fail(file, code === 'ENOENT' ? 'missing .symb file' : `cannot read (${code})`);
-  }
-}
-
 function readAt(file: string, length: number, position: number): Uint8Array {
-  const out = new Uint8Array(length);
   const fd = fs.openSync(file, 'r');
   try {
-    let off = 0;
-    while (off < length) {
-      const n = fs.readSync(fd, out, off, length - off, position + off);
-      if (n === 0) fail(file, `unexpected end of file at byte ${position + off}`);
-      off += n;
-    }
+    return readExactly(fd, file, length, position);
   } finally {
     fs.closeSync(fd);
   }
-  return out;
 }
 
 /** A big [rows, cols] tensor (embeddings, lm_head) read a row range at a time. */
@@ -327,7 +309,7 @@ export class SymbWeights implements ModelWeights {
   private checkFile(s: SymbTensorSpec): void {
     const file = path.join(this.dir, s.file);
     requireInsideModelDir(this.dir, file);
-    const size = fileSize(file);
+    const size = regularFileSize(file, 'missing .symb file');
     const head = readAt(file, Math.min(size, INT4_HEADER_BYTES), 0);
     validateSymbLayout(size, head, s.shape, this.encodingOf(s), file, SYMB_CONFIG_FILE);
   }
