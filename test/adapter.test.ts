@@ -109,6 +109,10 @@ describe('write + read', () => {
       num_parameters: 3 * 11,
       base_model: 'tiny',
       best_loss: 0.5,
+      // the SYNAXIM scripts' names for the same facts
+      D: 8,
+      train_layers: 3,
+      parameters: 3 * 11,
     });
     // Nothing but the two files (atomic write leaves no temporaries).
     expect(fs.readdirSync(dir).sort()).toEqual([ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE]);

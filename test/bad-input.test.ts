@@ -44,7 +44,11 @@ import {
   addTensor,
 } from './helpers/badFiles.ts';
 
-const CASE_TIMEOUT_MS = 30_000;
+/**
+ * Only catches hangs (a case takes well under a second idle): generous, so that a loaded machine gives
+ * the same verdict. CliWorker and runCli add COLD_START_MS for process start-up on top.
+ */
+const CASE_TIMEOUT_MS = 60_000;
 /**
  * Every case runs through the CLI's main() in a long-lived child process (CliWorker: one Node +
  * tsx + tfjs start for the lot; an invocation that hangs gets the child killed); every

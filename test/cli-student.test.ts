@@ -13,6 +13,8 @@ import { runForward } from '../src/cli/commands/forward.ts';
 import { runGenerate } from '../src/cli/commands/generate.ts';
 import { initialAdapter, writeAdapter } from '../src/engine/adapter.ts';
 
+if (!sharedAvailable()) console.warn(`cli-student.test: the ../shared golden checks skipped: ${SHARED_DIR}/fixtures not found`);
+
 let dir: string;
 beforeAll(async () => {
   await initBackend('wasm');

@@ -3,6 +3,8 @@ import path from 'node:path';
 import { parseHfConfig, parseSymbConfig, readJsonFile, kvHeadsPerGroup } from '../src/formats/config.ts';
 import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
 
+if (!sharedAvailable()) console.warn(`config.test: the configs of the shared fixtures skipped: ${SHARED_DIR}/fixtures not found`);
+
 const llama32_1b = {
   architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 2048, intermediate_size: 8192,
   num_hidden_layers: 16, num_attention_heads: 32, num_key_value_heads: 8, head_dim: 64, vocab_size: 128256,
@@ -46,7 +48,19 @@ describe('HF config', () => {
     ['MoE', { ...mistral7b, num_local_experts: 8 }, /mixture-of-experts/],
     ['type disagreement', { ...mistral7b, model_type: 'llama' }, /disagrees/],
     ['bos outside vocab', { ...mistral7b, bos_token_id: 99999 }, /outside the vocabulary/],
+    // A string "false" is truthy: booleans must be booleans (issue 14 §3).
+    ['tie_word_embeddings "false"', { ...mistral7b, tie_word_embeddings: 'false' }, /'tie_word_embeddings' must be true or false, got "false"/],
+    ['tie_word_embeddings 0', { ...mistral7b, tie_word_embeddings: 0 }, /'tie_word_embeddings' must be true or false, got 0/],
+    ['attention_bias "true"', { ...mistral7b, attention_bias: 'true' }, /'attention_bias' must be true or false/],
+    ['mlp_bias "false"', { ...mistral7b, mlp_bias: 'false' }, /'mlp_bias' must be true or false/],
   ];
+  it('takes true/false/absent/null booleans as they are', () => {
+    expect(parseHfConfig({ ...mistral7b, tie_word_embeddings: false }).tieWordEmbeddings).toBe(false);
+    expect(parseHfConfig({ ...mistral7b, tie_word_embeddings: true }).tieWordEmbeddings).toBe(true);
+    expect(parseHfConfig({ ...mistral7b, tie_word_embeddings: null }).tieWordEmbeddings).toBe(false);
+    expect(parseSymbConfig({ hidden_size: 64, intermediate_size: 128, num_layers: 2, num_attention_heads: 4, vocab_size: 32, tie_word_embeddings: true }).tieWordEmbeddings).toBe(true);
+    expect(() => parseSymbConfig({ hidden_size: 64, intermediate_size: 128, num_layers: 2, num_attention_heads: 4, vocab_size: 32, tie_word_embeddings: 'yes' }, 'c.symb.json')).toThrow(/^c\.symb\.json: 'tie_word_embeddings' must be true or false/);
+  });
   for (const [name, json, re] of bad) {
     it(`rejects ${name}`, () => {
       expect(() => parseHfConfig(json, '/m/config.json')).toThrow(re);

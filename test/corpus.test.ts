@@ -1,4 +1,5 @@
 /** Corpora: parsing, errors with line numbers, tokenization into sequences, hashes, held-out split, the built-in corpus. */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,8 +7,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   checkSequences,
   defaultCorpus,
+  encodePrefix,
   hashSequences,
+  MAX_DOC_CHARS,
+  mulberry32,
   parseCorpus,
+  parseCorpusChunks,
   readCorpus,
   seededPermutation,
   splitHeldOut,
@@ -17,6 +22,9 @@ import {
 import { SynaximError } from '../src/core/errors.ts';
 import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
 import { loadTokenizer } from '../src/formats/tokenizer.ts';
+import { buildWindows, docTokensNeeded } from '../src/eval/suite.ts';
+
+if (!sharedAvailable()) console.warn(`corpus.test: the stories260k tokenizer check skipped: ${SHARED_DIR}/fixtures not found`);
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'synaxim-corpus-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -150,5 +158,145 @@ describe('the built-in default corpus', () => {
     const t = tokenizeCorpus(defaultCorpus().documents, tok, { seqLen: 64 });
     expect(t.sequences.length).toBeGreaterThanOrEqual(200);
     expect(t.sequences.every((s) => s[0] === 1 && s.length === 64)).toBe(true);
+  });
+});
+
+// ---- Hostile corpora (issue 14 §3): streamed reading, JSON arrays, long documents -------------
+
+/** The reader before streaming: whole text, regex split (the reference the streamed parser must match). */
+function referenceParse(text: string, source: string): string[] {
+  const firstLine = text.split('\n').find((l) => l.trim().length > 0) ?? '';
+  const docs: string[] = [];
+  if (source.endsWith('.jsonl') || firstLine.trimStart().startsWith('{')) {
+    for (const line of text.split('\n')) if (line.trim()) {
+      const t = (JSON.parse(line.trim()) as { text: string }).text;
+      if (t.trim().length > 0) docs.push(t);
+    }
+  } else {
+    for (const block of text.replace(/\r\n?/g, '\n').split(/\n[ \t]*\n/)) if (block.trim()) docs.push(block.trim());
+  }
+  return docs;
+}
+
+describe('streamed corpus parsing', () => {
+  it('gives the documents of the whole-text reference for random texts cut into random chunks', () => {
+    const rand = mulberry32(7);
+    const pieces = ['word', 'two words', ' ', '\t', '\n', '\n', '\r\n', '\r', '\n \n', '\n\t\n', '\u00e9t\u00e9', '\ud83d\ude00', '  x  '];
+    for (let trial = 0; trial < 400; trial++) {
+      let text = '';
+      const n = Math.floor(rand() * 40);
+      for (let i = 0; i < n; i++) text += pieces[Math.floor(rand() * pieces.length)]!;
+      if (!text.trim()) continue;
+      const cuts = [0, ...Array.from({ length: 4 }, () => Math.floor(rand() * text.length)).sort((a, b) => a - b), text.length];
+      const chunks = cuts.slice(1).map((c, i) => text.slice(cuts[i], c));
+      expect(parseCorpusChunks(chunks, 'c.txt'), JSON.stringify(text)).toEqual(referenceParse(text, 'c.txt'));
+    }
+    const jsonl = ['{"text": "a b"}', '', '  {"text": "c\\nd"}  ', '{"text": " "}', '{"text": "e"}\r'].join('\n');
+    for (let cut = 0; cut <= jsonl.length; cut++) {
+      expect(parseCorpusChunks([jsonl.slice(0, cut), jsonl.slice(cut)], 'c.jsonl')).toEqual(referenceParse(jsonl, 'c.jsonl'));
+    }
+  });
+
+  it('reads a file bigger than one read chunk as the whole-text reference does, with the same hash', () => {
+    const f = path.join(tmp, 'big.jsonl');
+    const lines = Array.from({ length: 60_000 }, (_, i) => JSON.stringify({ text: `document ${i} ${'é'.repeat(i % 50)} ${'x'.repeat(i % 97)}` }));
+    const text = lines.join('\n') + '\n';
+    fs.writeFileSync(f, text);
+    expect(fs.statSync(f).size).toBeGreaterThan(4 * 1024 * 1024);
+    const c = readCorpus(f);
+    expect(c.documents).toEqual(referenceParse(text, f));
+    expect(c.hash).toBe(crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex'));
+  });
+
+  it('reads a .json array of {"text"} records as documents, and names the element that is wrong', () => {
+    expect(parseCorpus('[{"text": "one"}, {"text": "two", "id": 2}, {"text": "  "}]', 'c.json')).toEqual(['one', 'two']);
+    expect(parseCorpus('\n  [\n {"text": "x"}\n]\n', 'c.json')).toEqual(['x']);
+    expect(errorOf(() => parseCorpus('[{"text": "one"}, {"body": "two"}]', 'c.json')).message).toBe('c.json: element 1: missing string field "text"');
+    expect(errorOf(() => parseCorpus('[{"text": "one"}, "two"]', 'c.json')).message).toMatch(/^c\.json: element 1: expected a JSON object/);
+    expect(errorOf(() => parseCorpus('[{"text": "one"},', 'c.json')).message).toMatch(/^c\.json: invalid JSON/);
+    expect(errorOf(() => parseCorpus('just text', 'c.json')).message).toMatch(/^c\.json: a \.json corpus must be a JSON array/);
+    // One object per line in a .json file is JSONL, as before.
+    expect(parseCorpus('{"text": "a"}\n{"text": "b"}\n', 'c.json')).toEqual(['a', 'b']);
+  });
+
+  it('cuts a document longer than MAX_DOC_CHARS instead of holding it whole', () => {
+    const long = 'ab '.repeat(MAX_DOC_CHARS / 2);
+    const docs = parseCorpusChunks([long.slice(0, 1000), long.slice(1000), '\n\nshort'], 'c.txt');
+    expect(docs.map((d) => d.length)).toEqual([MAX_DOC_CHARS, 5]);
+  });
+});
+
+describe('encodePrefix: a long document is tokenized only as far as its windows need, to the same ids', () => {
+  it('matches the whole-document ids (word tokenizer), from any first prefix, and never encodes the whole of a long document', () => {
+    const rand = mulberry32(3);
+    const words = ['a', 'bb', 'ccc', 'dddd', 'eeeee'];
+    let longest = 0;
+    const tok: CorpusTokenizer = { bosId: 1, encode: (t) => ((longest = Math.max(longest, t.length)), wordTokenizer.encode(t)) };
+    for (let trial = 0; trial < 200; trial++) {
+      const doc = Array.from({ length: 1 + Math.floor(rand() * 300) }, () => words[Math.floor(rand() * 5)]).join(rand() < 0.5 ? ' ' : '  \n');
+      const need = 1 + Math.floor(rand() * 80);
+      const first = [undefined, 3, 16, 100][trial % 4];
+      expect(encodePrefix(tok, doc, need, first).slice(0, need)).toEqual(wordTokenizer.encode(doc).slice(0, need));
+    }
+    longest = 0;
+    const huge = 'word '.repeat(2_000_000);
+    expect(encodePrefix(tok, huge, 64)).toEqual(Array(64).fill(14));
+    expect(longest).toBeLessThan(10_000);
+  });
+
+  it('tokenizeCorpus gives the same sequences as the whole-document path', () => {
+    const rand = mulberry32(11);
+    const docs = Array.from({ length: 50 }, () => Array.from({ length: Math.floor(rand() * 3000) }, () => 'xyz'.slice(0, 1 + Math.floor(rand() * 3))).join(' '));
+    for (const seqLen of [2, 8, 64, 700]) {
+      const got = tokenizeCorpus(docs, wordTokenizer, { seqLen });
+      const ref = docs.map((d) => [1, ...wordTokenizer.encode(d)]).filter((s) => s.length >= seqLen).map((s) => Int32Array.from(s.slice(0, seqLen)));
+      expect(got.sequences).toEqual(ref);
+      expect(got.hash).toBe(hashSequences(ref));
+    }
+  });
+
+  it('matches the whole-document ids with the stories260k tokenizer (its eval corpus, and all of it as one document)', async (ctx) => {
+    if (!sharedAvailable()) {
+      console.warn(`corpus.test: stories260k encodePrefix check skipped: ${SHARED_DIR} not found`);
+      ctx.skip();
+      return;
+    }
+    const root = path.join(SHARED_DIR, 'models', 'stories260k');
+    const tok = await loadTokenizer(path.join(root, 'hf'));
+    const docs = readCorpus(path.join(root, 'corpus', 'eval.jsonl')).documents.slice(0, 100);
+    for (const [i, doc] of docs.entries()) {
+      const whole = tok.encode(doc, { addBos: false });
+      for (const need of [1, 31, 200]) {
+        for (const first of [8, 200, undefined]) {
+          expect(encodePrefix(tok, doc, need, first).slice(0, need), `doc ${i} need ${need} first ${first}`).toEqual(whole.slice(0, need));
+        }
+      }
+    }
+    const joined = docs.slice(0, 40).join('\n\n');
+    const whole = tok.encode(joined, { addBos: false });
+    for (const need of [64, 256, 1024, 4096]) expect(encodePrefix(tok, joined, need).slice(0, need)).toEqual(whole.slice(0, need));
+    // and the distillation's sequences, as before
+    for (const seqLen of [16, 256]) {
+      const t = tokenizeCorpus(docs, tok, { seqLen });
+      const ref = docs.map((d) => [1, ...tok.encode(d, { addBos: false })]).filter((s) => s.length >= seqLen).map((s) => Int32Array.from(s.slice(0, seqLen)));
+      expect(t.hash).toBe(hashSequences(ref));
+    }
+  });
+
+  it('eval windows built from documents cut at docTokensNeeded are the windows of the whole documents', () => {
+    const rand = mulberry32(5);
+    for (let trial = 0; trial < 300; trial++) {
+      const docs = Array.from({ length: 1 + Math.floor(rand() * 4) }, () => Array.from({ length: Math.floor(rand() * 120) }, () => 3 + Math.floor(rand() * 50)));
+      const context = 2 + Math.floor(rand() * 20);
+      const stride = rand() < 0.3 ? null : 1 + Math.floor(rand() * (context - 1));
+      const maxSeqs = rand() < 0.4 ? null : 1 + Math.floor(rand() * 6);
+      const tokenBudget = rand() < 0.5 ? null : 1 + Math.floor(rand() * 60);
+      const bos = rand() < 0.8 ? 1 : null;
+      const s = { context, stride, maxSeqs, tokenBudget };
+      const need = docTokensNeeded(s);
+      const opts = { bos, ...s };
+      const cut = docs.map((d) => d.slice(0, need));
+      expect(buildWindows(cut, opts), JSON.stringify({ s, bos })).toEqual(buildWindows(docs, opts));
+    }
   });
 });

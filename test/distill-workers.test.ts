@@ -12,6 +12,8 @@ import { runDistill, type DistillOptions } from '../src/distill/run.ts';
 import { readAllFloat32 } from '../src/formats/safetensors.ts';
 import { relRms } from './helpers/numeric.ts';
 
+if (!sharedAvailable()) console.warn(`distill-workers.test: the stories260k worker-thread check skipped: ${SHARED_DIR}/fixtures not found`);
+
 let dir: string;
 beforeAll(async () => {
   await initBackend('wasm');

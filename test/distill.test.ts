@@ -361,6 +361,30 @@ describe('distill on a tiny model', () => {
     expect(fs.readdirSync(out).filter((f) => f.startsWith('.'))).toEqual([]);
   });
 
+  it('--loss mse+kl resumes after kill -9 in either phase to the bit-identical adapter', async () => {
+    // 18 train sequences, batch 4: 5 steps per epoch; 2 MSE epochs then 3 KL epochs (25 steps).
+    const opts = { ...tinyRun(''), layers: [0, 1], seqLen: 16, epochs: 2, maxSeqs: 20, loss: 'mse+kl' as const, klEpochs: 3, patience: 0 };
+    const reference = await runDistill({ ...opts, out: path.join(tmp, 'run-kl-uninterrupted') });
+    const out = path.join(tmp, 'run-kl-killed');
+    const logFile = path.join(out, 'train_log.jsonl');
+    const stepLines = () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"type":"step"')).length : 0);
+    const first = await runChildUntil(childDistillScript({ ...opts, out }), () => stepLines() >= 7, 'SIGKILL'); // MSE phase, epoch 2
+    expect(first.signal).toBe('SIGKILL');
+    const resumeScript = childDistillScript({ ...opts, out, resume: true });
+    const again = await runChildUntil(resumeScript, () => stepLines() >= 17, 'SIGKILL'); // KL phase, epoch 4
+    expect(again.signal).toBe('SIGKILL');
+    expect(loadCheckpoint(path.join(out, CHECKPOINT_FILE)).phase).toBe(1);
+    const resumed = await runDistill({ ...opts, out, resume: true });
+    const bytes = (d: string) => fileBytes(path.join(d, 'adapter_model.safetensors'));
+    expect(bytes(resumed.adapterDir).equals(bytes(reference.adapterDir))).toBe(true);
+    expect(resumed.bestLoss).toBe(reference.bestLoss);
+    expect(resumed.heldOutKl).toEqual(reference.heldOutKl);
+    const log = readTrainLog(resumed.logFile);
+    expect(log.steps.map((s) => s.step)).toEqual(Array.from({ length: 25 }, (_, i) => i));
+    expect(log.steps.map((s) => s.loss)).toEqual(readTrainLog(reference.logFile).steps.map((s) => s.loss));
+    expect(log.epochs.map((e) => e.objective)).toEqual(['mse', 'mse', 'kl', 'kl', 'kl']);
+  });
+
   it('one run per output directory; a dead owner\'s lock is taken over', () => {
     const dir = path.join(tmp, 'locked');
     fs.mkdirSync(dir, { recursive: true });

@@ -168,7 +168,11 @@ describe.skipIf(!haveStories)('stories260k (a real trained model)', () => {
   beforeAll(async () => {
     await initBackend('wasm');
   });
-  const acceptance = adHocSuite({ corpus: path.join(STORIES, 'corpus', 'eval.jsonl'), context: 128, maxSeqs: 20 });
+  // Built at run time (beforeAll), never while vitest collects: without ../shared this block is skipped, not failed.
+  let acceptance: ReturnType<typeof adHocSuite>;
+  beforeAll(() => {
+    acceptance = adHocSuite({ corpus: path.join(STORIES, 'corpus', 'eval.jsonl'), context: 128, maxSeqs: 20 });
+  });
   const within = (x: number, ref: number, rel: number) => expect(Math.abs(x - ref) / ref).toBeLessThan(rel);
 
   /**
@@ -202,15 +206,16 @@ describe.skipIf(!haveStories)('stories260k (a real trained model)', () => {
     const adapter = path.join(tmp, 'adapter-0,1');
     const out1 = path.join(tmp, 'run-noadapter');
     const out2 = path.join(tmp, 'run-adapter');
-    const t0 = performance.now();
+    // (no wall-clock assertion: the smoke suite takes ≈3 s idle, but a verdict must not depend on machine load)
     await runEvalCommand({ model: STORIES, suite: 'smoke', rest: 'engine', out: out1, backend: 'wasm', quiet: true });
-    const seconds = (performance.now() - t0) / 1000;
-    expect(seconds).toBeLessThan(30); // "runs in seconds" (≈3 s here; generous for a loaded CI box)
     await runEvalCommand({ model: STORIES, adapter, suite: 'smoke', rest: 'engine', out: out2, backend: 'wasm', quiet: true });
     const r1 = JSON.parse(fs.readFileSync(path.join(out1, 'report.json'), 'utf8'));
     const r2 = JSON.parse(fs.readFileSync(path.join(out2, 'report.json'), 'utf8'));
-    expect(r1.configurations.map((c: { name: string }) => c.name)).toEqual(['teacher', 'teacher-on-student-weights', 'engine']);
-    expect(r2.configurations.map((c: { name: string }) => c.name)).toEqual(['teacher', 'teacher-on-student-weights', 'engine', 'adapter', 'hybrid']);
+    // by default every report carries the same-memory window: 64² · 4 B of state = 128 positions · 128 B of KV
+    expect(r1.configurations.map((c: { name: string }) => c.name)).toEqual(['teacher', 'teacher-on-student-weights', 'engine', 'window-128']);
+    expect(r2.configurations.map((c: { name: string }) => c.name)).toEqual(['teacher', 'teacher-on-student-weights', 'engine', 'adapter', 'hybrid', 'window-128']);
+    expect(r1.same_memory_window).toBe(128);
+    expect(r1.verdict.join(' ')).toMatch(/^Quantization alone \(int4\/g32\) costs .* A KV window of the same memory as one gated layer's state/);
     expect(r1.tokens.scored).toBe(512);
     expect(r1.tokens.hash).toBe(r2.tokens.hash);
     expect(r1.model.student.storage).toMatch(/^int4\/g\d+$/);
@@ -230,6 +235,7 @@ describe.skipIf(!haveStories)('stories260k (a real trained model)', () => {
     expect(r1.memory.contexts[0]).toBe(128);
     expect(by('teacher').memory_bytes[0]).toBe(5 * 128 * 128);
     expect(by('engine').memory_bytes[0]).toBe(5 * 64 * 64 * 4);
+    expect(by('window-128').memory_bytes.slice(0, 3)).toEqual([5 * 128 * 128, 5 * 128 * 128, 5 * 128 * 128]); // capped at W
 
     const cmp = path.join(tmp, 'cmp');
     await runCompareCommand({ reports: [out1, out2], out: cmp, quiet: true });

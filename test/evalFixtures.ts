@@ -3,7 +3,7 @@
  * configurations that perturb them by a chosen amount, pushed through the real accumulators.
  */
 import { configurationFromStats, REPORT_SCHEMA, type EvalReport, type LayerPolicy } from '../src/eval/report.ts';
-import { ComparisonAccumulator, HiddenAccumulator } from '../src/eval/stats.ts';
+import { ComparisonAccumulator, HiddenAccumulator, type PerTokenValues } from '../src/eval/stats.ts';
 import { mulberry32 } from '../src/core/corpus.ts';
 
 /** mulberry32, the project's seeded PRNG (uniform in [0, 1)). */
@@ -21,6 +21,8 @@ export interface SyntheticOptions {
   vocab?: number;
   /** Seed for the token ids (the "data"); equal seeds = same tokens. */
   dataSeed?: number;
+  /** Filled with each configuration's per-token figures (for per_token.safetensors). */
+  perToken?: Map<string, PerTokenValues>;
 }
 
 export function syntheticReport(opts: SyntheticOptions = {}): EvalReport {
@@ -61,7 +63,7 @@ export function syntheticReport(opts: SyntheticOptions = {}): EvalReport {
     const softmaxLayers = layers.filter((p) => p === 'teacher').length;
     return configurationFromStats(
       { name: cfg.name, description: `synthetic ${cfg.name}`, weights: cfg.name === 'teacher' ? 'teacher' : 'student', layers, wall_s: 0.5 },
-      acc.result(),
+      (opts.perToken?.set(cfg.name, acc.perToken()), acc.result()),
       hid.result(),
       contexts.map((t) => softmaxLayers * t * 2 * 64 * 4 + (L - softmaxLayers) * 64 * 64 * 4),
     );

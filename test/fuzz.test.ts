@@ -33,9 +33,10 @@ const PROCESS_EVERY = 30;
 /**
  * An in-process iteration on the tiny model takes milliseconds. A tokenizer.json whose vocab names
  * id 10^8 takes seconds (@huggingface/tokenizers' get_vocab walks 0 … max id; reported), so the
- * limit leaves room for that on a loaded machine; a real hang is minutes.
+ * limit only catches hangs (it is no speed check: a loaded machine must give the same verdict);
+ * slow iterations are printed.
  */
-const ITERATION_LIMIT_S = 20;
+const ITERATION_LIMIT_S = 300;
 const CLI_TIMEOUT_MS = 30_000;
 
 type Target = { name: string; model: 'hf' | 'symb'; file: string; kind: 'weights' | 'config' | 'tokenizer' };

@@ -16,6 +16,8 @@ import {
   type RegistryEntry,
 } from '../src/core/registry.ts';
 
+if (!sharedAvailable()) console.warn(`registry.test: the ../shared/models/stories260k check skipped: ${SHARED_DIR}/fixtures not found`);
+
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'synaxim-registry-'));
 const savedCache = process.env.SYNAXIM_CACHE;
 process.env.SYNAXIM_CACHE = path.join(tmp, 'cache');
@@ -109,15 +111,36 @@ describe('resolving a registry entry', () => {
   it('a missing model says where it looked and how to get it', () => {
     const m = errorOf(() => resolveRegistryEntry(entry({ dir: 'absent' }), 'x.json', [rootA, rootB]));
     expect(m).toMatch(/model 'demo' not found/);
-    expect(m).toContain(path.join(rootA, 'absent', 'symb-int4'));
-    expect(m).toContain(path.join(rootB, 'absent', 'symb-int4'));
+    expect(m).toContain(path.join(rootA, 'absent'));
+    expect(m).toContain(path.join(rootB, 'absent'));
+    expect(m).toMatch(/`synaxim models` lists every name/);
     expect(m).toMatch(/Download org\/demo-7b/);
   });
 
-  it('a missing teacher is an error, not a silent fallback', () => {
-    const m = errorOf(() => resolveRegistryEntry(entry({ teacher: 'hf-missing' }), 'x.json', [rootB]));
-    expect(m).toMatch(/not the teacher/);
-    expect(m).toMatch(/--teacher same/);
+  it('resolves every layout the advice can produce: HF alone, hf/ alone, .symb alone (said on stderr)', () => {
+    const rootC = path.join(tmp, 'rootC');
+    touch(path.join(rootC, 'hfonly', 'config.json')); // import-llama2c straight into <root>/<dir>
+    touch(path.join(rootC, 'hfsub', 'hf', 'config.json'));
+    touch(path.join(rootC, 'symbonly', 'symb-int4', 'config.symb.json'));
+    touch(path.join(rootC, 'otherquant', 'symb-int8', 'config.symb.json'));
+    touch(path.join(rootC, 'otherquant', 'hf', 'config.json'));
+    const r1 = resolveRegistryEntry(entry({ dir: 'hfonly' }), 'x.json', [rootC]);
+    expect([r1.studentDir, r1.teacherDir]).toEqual([path.join(rootC, 'hfonly'), path.join(rootC, 'hfonly')]);
+    const r2 = resolveRegistryEntry(entry({ dir: 'hfsub' }), 'x.json', [rootC]);
+    expect([r2.studentDir, r2.teacherDir]).toEqual([path.join(rootC, 'hfsub', 'hf'), path.join(rootC, 'hfsub', 'hf')]);
+    const r4 = resolveRegistryEntry(entry({ dir: 'otherquant' }), 'x.json', [rootC]);
+    expect([r4.studentDir, r4.teacherDir]).toEqual([path.join(rootC, 'otherquant', 'symb-int8'), path.join(rootC, 'otherquant', 'hf')]);
+    const said: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((s: string) => (said.push(String(s)), true)) as typeof process.stderr.write;
+    try {
+      const r3 = resolveRegistryEntry(entry({ dir: 'symbonly' }), 'x.json', [rootC]);
+      expect(r3.teacherDir).toBe(r3.studentDir);
+      expect(r3.source).toMatch(/teacher the student itself/);
+    } finally {
+      process.stderr.write = write;
+    }
+    expect(said.join('')).toMatch(/^synaxim: note: model 'demo': no teacher at .*symbonly\/hf, so the student's own weights .* are the teacher/);
   });
 
   it('magnus, when absent, names its Hugging Face repo', () => {

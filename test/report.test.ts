@@ -2,7 +2,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { compareReportDirs, readReportDir, writeComparison } from '../src/eval/compare.ts';
+import { compareReportDirs, compareRuns, readReportDir, writeComparison } from '../src/eval/compare.ts';
+import { writePerToken } from '../src/eval/perToken.ts';
+import type { PerTokenValues } from '../src/eval/stats.ts';
 import { bytes, describeLayers, fmt, jsonSafe, pct, pm, renderMarkdown, REPORT_SCHEMA, writeReport } from '../src/eval/report.ts';
 import { syntheticReport } from './evalFixtures.ts';
 
@@ -116,44 +118,88 @@ describe('compare', () => {
     { name: 'teacher', noise: 0 },
     { name: 'engine', noise: engineNoise },
   ];
+  /** A synthetic eval written as eval writes it: report.json and per_token.safetensors. */
+  async function writeRun(dir: string, opts: Parameters<typeof syntheticReport>[0]): Promise<void> {
+    const perToken = new Map<string, PerTokenValues>();
+    const report = syntheticReport({ ...opts, perToken });
+    writePerToken(dir, report.tokens.hash, perToken);
+    await writeReport(dir, report);
+  }
 
-  it('flags differences larger than the combined standard errors, and only those', async () => {
-    await writeReport(a, syntheticReport({ configurations: cfg(0.5), windows: 8 }));
-    await writeReport(b, syntheticReport({ configurations: cfg(3), windows: 8 }));
+  it('flags differences at |z| ≥ 2 with paired per-token tests, worse in red', async () => {
+    await writeRun(a, { configurations: cfg(0.5), windows: 8 });
+    await writeRun(b, { configurations: cfg(3), windows: 8 });
     const { runs, result } = compareReportDirs([a, b]);
-    expect(result.baseline).toBe('int8');
+    expect(result.baseline).toBe('synthetic · adapter L0-1 · cccccccc (int8)');
+    expect(result.runs.map((r) => r.label)).toEqual(['synthetic · adapter L0-1 · cccccccc (int8)', 'synthetic · adapter L0-1 · cccccccc (int4)']);
+    expect(result.runs.map((r) => r.per_token)).toEqual([true, true]);
     expect(result.same_tokens).toBe(true);
     expect(result.warnings).toEqual([]);
-    expect(result.rows.map((r) => `${r.configuration}/${r.run}`)).toEqual(['teacher/int8', 'teacher/int4', 'engine/int8', 'engine/int4']);
-    // the teacher is the same in both runs: nothing flagged; the engine differs clearly
+    expect(result.rows.map((r) => r.configuration)).toEqual(['teacher', 'teacher', 'engine', 'engine']);
+    // the teacher is the same in both runs: nothing flagged; the engine is clearly worse
     expect(result.flags.filter((f) => f.configuration === 'teacher')).toEqual([]);
-    const engineFlags = result.flags.filter((f) => f.configuration === 'engine').map((f) => f.metric);
-    expect(engineFlags).toContain('kld.mean');
-    expect(engineFlags).toContain('same_top_p');
-    for (const f of result.flags) expect(Math.abs(f.diff)).toBeGreaterThan(f.combined_stderr);
+    const engine = result.flags.filter((f) => f.configuration === 'engine');
+    expect(engine.map((f) => f.metric)).toEqual(expect.arrayContaining(['ppl', 'kld.mean', 'same_top_p']));
+    for (const f of engine) {
+      expect(f.test).toBe('paired');
+      expect(f.direction).toBe('worse');
+      expect(Math.abs(f.z)).toBeGreaterThanOrEqual(2);
+    }
+    // worse: higher PPL and KLD, lower top-1 agreement
+    expect(engine.find((f) => f.metric === 'kld.mean')!.diff).toBeGreaterThan(0);
+    expect(engine.find((f) => f.metric === 'same_top_p')!.diff).toBeLessThan(0);
 
     const out = path.join(tmp, 'cmp', 'out');
     await writeComparison(out, runs, result);
     expect(fs.readdirSync(out).sort()).toEqual(['compare.html', 'compare.json', 'compare.md']);
     const md = fs.readFileSync(path.join(out, 'compare.md'), 'utf8');
-    expect(md).toContain('Differences beyond the standard errors');
-    expect(md).toMatch(/\| engine \| int4 \| 248 \| \*\*/); // flagged cell in bold
+    expect(md).toContain('Differences at |z| ≥ 2');
+    expect(md).toMatch(/\| engine \| synthetic · adapter L0-1 · cccccccc \(int4\) \| 248 \| \*\*[^|]*▼\*\*/); // flagged cell: bold, marked worse
     const html = fs.readFileSync(path.join(out, 'compare.html'), 'utf8');
     expect((html.match(/<svg[\s>]/g) ?? []).length).toBeGreaterThanOrEqual(3);
-    expect(html).toContain('class="flag"');
+    expect(html).toContain('class="worse"');
+    expect(html).not.toContain('class="better"');
   });
 
-  it('the same run twice: no flags', () => {
+  it('the other way round the same differences are better, in green', () => {
+    const { result } = compareReportDirs([b, a]);
+    const engine = result.flags.filter((f) => f.configuration === 'engine');
+    expect(engine.length).toBeGreaterThan(0);
+    for (const f of engine) expect(f.direction).toBe('better');
+    expect(result.rows.find((r) => r.configuration === 'engine' && r.run === result.runs[1]!.label)!.better).toContain('kld.mean');
+  });
+
+  it('pairing finds a small difference that the unpaired errors miss', async () => {
+    // Same data, same noise draws, 2% more noise: per token the runs move together.
+    const p1 = path.join(tmp, 'cmp', 'pair1');
+    const p2 = path.join(tmp, 'cmp', 'pair2');
+    await writeRun(p1, { configurations: cfg(1), windows: 8 });
+    await writeRun(p2, { configurations: cfg(1.02), windows: 8 });
+    const { runs, result } = compareReportDirs([p1, p2]);
+    const kld = result.flags.find((f) => f.configuration === 'engine' && f.metric === 'kld.mean');
+    expect(kld?.test).toBe('paired');
+    expect(kld?.direction).toBe('worse');
+    // the same two runs without per-token figures: the unpaired test does not see it
+    const unpaired = compareRuns(runs.map((r) => ({ ...r, perToken: null })));
+    expect(unpaired.flags.filter((f) => f.metric === 'kld.mean')).toEqual([]);
+    expect(unpaired.warnings[0]).toMatch(/no per-token figures/);
+  });
+
+  it('the same run twice: no flags, distinct names', () => {
     const { result } = compareReportDirs([a, a]);
     expect(result.flags).toEqual([]);
-    expect(result.runs.map((r) => r.label)).toEqual(['1:int8', '2:int8']);
+    expect(result.runs.map((r) => r.label)).toEqual(['synthetic · adapter L0-1 · cccccccc (int8) #1', 'synthetic · adapter L0-1 · cccccccc (int8) #2']);
   });
 
-  it('runs on different tokens are compared with a warning', async () => {
-    await writeReport(c, syntheticReport({ configurations: cfg(0.5), dataSeed: 9 }));
-    const { result } = compareReportDirs([a, c]);
+  it('runs on different tokens are compared unpaired, under a prominent warning', async () => {
+    await writeRun(c, { configurations: cfg(0.5), dataSeed: 9 });
+    const { runs, result } = compareReportDirs([a, c]);
     expect(result.same_tokens).toBe(false);
     expect(result.warnings[0]).toMatch(/different tokens/);
+    for (const f of result.flags) expect(f.test).toBe('unpaired');
+    const out = path.join(tmp, 'cmp', 'out-different');
+    await writeComparison(out, runs, result);
+    expect(fs.readFileSync(path.join(out, 'compare.html'), 'utf8')).toMatch(/<div class="warning"><strong>Warning:<\/strong>[^<]*different tokens/);
   });
 
   it('a directory without a report, or a file of another schema, is a one-line error', () => {

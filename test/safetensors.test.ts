@@ -1,10 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SafetensorsCheckpoint, SafetensorsFile, encodeSafetensors, writeSafetensors } from '../src/formats/safetensors.ts';
 import { SynaximError } from '../src/core/errors.ts';
 import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
+
+if (!sharedAvailable()) console.warn(`safetensors.test: the shared-fixture reads skipped: ${SHARED_DIR}/fixtures not found`);
 
 let dir: string;
 beforeAll(() => {
@@ -114,6 +117,14 @@ describe('safetensors strict validation (one-line errors naming the file)', () =
     { name: 'metadata not string→string', make: () => rawFile('meta.st', { __metadata__: { n: 1 }, a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, four), error: /__metadata__/ },
     { name: 'negative shape', make: () => rawFile('neg.st', { a: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, four), error: /non-negative integers/ },
     { name: 'missing file', make: () => path.join(dir, 'nope.safetensors'), error: /file not found/ },
+    // issue 14 §3: what the reference reader refuses
+    { name: 'header starting with a UTF-8 BOM', make: () => rawFile('bom.st', '\ufeff{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', four), error: /header starts with a UTF-8 byte-order mark/ },
+    { name: 'shape [0, 2^64]', make: () => rawFile('big-dim.st', '{"a":{"dtype":"F32","shape":[0,18446744073709551616],"data_offsets":[0,0]}}', new Uint8Array(0)), error: /non-negative integers below 2\^53/ },
+    { name: 'shape [2^40, 2^40, 0] (overflows before the 0)', make: () => rawFile('ovf.st', { a: { dtype: 'F32', shape: [2 ** 40, 2 ** 40, 0], data_offsets: [0, 0] } }, new Uint8Array(0)), error: /overflows \(more than 2\^53 bytes\)/ },
+    { name: 'shape × dtype beyond 2^53 bytes', make: () => rawFile('ovf2.st', { a: { dtype: 'F64', shape: [2 ** 51], data_offsets: [0, 0] } }, new Uint8Array(0)), error: /overflows/ },
+    { name: 'fractional dim', make: () => rawFile('frac.st', { a: { dtype: 'F32', shape: [0.5], data_offsets: [0, 2] } }, new Uint8Array(2)), error: /non-negative integers/ },
+    { name: 'a FIFO (never opened blocking)', make: () => { const f = path.join(dir, 'fifo.st'); spawnSync('mkfifo', [f]); return f; }, error: /is a named pipe \(FIFO\), not a regular file/ },
+    { name: 'a directory', make: () => { const f = path.join(dir, 'dir.st'); fs.mkdirSync(f, { recursive: true }); return f; }, error: /is a directory, not a regular file/ },
   ];
   for (const c of cases) {
     it(c.name, () => {

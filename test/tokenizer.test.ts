@@ -191,6 +191,36 @@ describe('tokenizer (synthetic llama2.c-style BPE)', () => {
   });
 });
 
+describe('tokenizer: sizes and places checked before the tokenizer is built (issue 14 §3)', () => {
+  it('refuses a vocabulary bigger than the model\'s, an added token beyond it, and non-boolean flags, naming the file', async () => {
+    const dir = writeSynthDir('sizes');
+    const file = path.join(dir, 'tokenizer.json');
+    const j = JSON.parse(fs.readFileSync(file, 'utf8')) as { model: { vocab: Record<string, number> }; added_tokens: { id: number }[] };
+    const entries = Object.keys(j.model.vocab).length;
+    await expect(loadTokenizer(dir, { modelVocabSize: entries })).resolves.toBeTruthy();
+    await expectOneLineErrorAsync(loadTokenizer(dir, { modelVocabSize: entries - 1 }), file, `the tokenizer has ${entries} vocabulary entries but the model's vocabulary is ${entries - 1}`);
+    fs.writeFileSync(file, JSON.stringify({ ...j, added_tokens: [...j.added_tokens, { id: entries + 50, content: '<x>', special: true }] }));
+    await expectOneLineErrorAsync(loadTokenizer(dir, { modelVocabSize: entries }), file, `added token id ${entries + 50} is outside the model's vocabulary`);
+    const cfg = writeSynthDir('flags');
+    fs.writeFileSync(path.join(cfg, 'tokenizer_config.json'), '{"add_bos_token": "false"}');
+    await expectOneLineErrorAsync(loadTokenizer(cfg), path.join(cfg, 'tokenizer_config.json'), `'add_bos_token' must be true or false, got "false"`);
+  });
+
+  it('reads tokenizer files only from inside the model directory (a .symb tokenizer/ link out of it included); links inside are fine', async () => {
+    const outside = writeSynthDir('outside-tok');
+    const model = path.join(tmp, 'linked-model');
+    fs.mkdirSync(model, { recursive: true });
+    fs.writeFileSync(path.join(model, 'config.symb.json'), '{}');
+    fs.symlinkSync(outside, path.join(model, 'tokenizer'));
+    await expectOneLineErrorAsync(loadTokenizer(path.join(model, 'tokenizer')), path.join(model, 'tokenizer', 'tokenizer.json'), 'outside the model directory');
+    await expectOneLineErrorAsync(loadTokenizer(model), path.join(model, 'tokenizer', 'tokenizer.json'), 'outside the model directory');
+    const inside = writeSynthDir('inside-link');
+    fs.renameSync(path.join(inside, 'tokenizer.json'), path.join(inside, 'blob'));
+    fs.symlinkSync('blob', path.join(inside, 'tokenizer.json'));
+    await expect(loadTokenizer(inside)).resolves.toBeTruthy();
+  });
+});
+
 describe.skipIf(!sharedAvailable())('tokenizer (stories260k, shared fixtures)', () => {
   if (!sharedAvailable()) console.warn(`skipping stories260k tokenizer tests: ${SHARED_DIR} is absent`);
 

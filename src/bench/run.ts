@@ -128,7 +128,7 @@ const MAGNUS_RUN_NAMES: Record<MagnusRun, string> = { eval: 'eval --suite smoke'
 /** The CLI arguments of a Magnus-shaped run (outputs beside the model directory). */
 export function magnusRunArgs(name: MagnusRun, dir: string): string[] {
   const parent = path.dirname(path.resolve(dir));
-  if (name === 'eval') return ['eval', '--model', dir, '--suite', 'smoke', '--out', path.join(parent, 'magnus-eval')];
+  if (name === 'eval') return ['eval', '--model', dir, '--suite', 'smoke', '--out', path.join(parent, 'magnus-eval'), '--overwrite'];
   return ['distill', '--model', dir, '--layers', '0-7', '--epochs', '1', '--max-seqs', '8', '--seq-len', '64', '--out', path.join(parent, 'magnus-distill'), '--overwrite', '--no-cache'];
 }
 

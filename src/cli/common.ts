@@ -4,6 +4,8 @@ import path from 'node:path';
 import type { Argv } from 'yargs';
 import { BACKEND_CHOICES, type BackendChoice, initBackend, backendInfo } from '../core/backend.ts';
 import { fail } from '../core/errors.ts';
+import { resolveModel } from '../core/registry.ts';
+import { openModel } from '../formats/openModel.ts';
 
 export function withBackend<T>(y: Argv<T>) {
   return y.option('backend', {
@@ -33,23 +35,89 @@ export function parseIdList(text: string, flag: string): number[] {
 /** More layers than any real model has (config.ts refuses larger num_layers): bigger indices are typos. */
 export const MAX_LAYER_INDEX = 4095;
 
-/** "0-7", "0,2,5", "0-3,6" -> sorted unique layer indices. */
-export function parseLayerList(text: string, flag = '--layers'): number[] {
+/**
+ * A parsed `--layers` value. Its syntax is checked at once (before any work); `all`, `first-N` and
+ * `last-N` need the model's layer count, so the indices come from `resolve(numLayers)` once the
+ * model is known. Every index is checked against that count there.
+ */
+export interface LayerSelection {
+  text: string;
+  flag: string;
+  /** The indices when the text names them outright (no `all`/`first-N`/`last-N`), else null. */
+  explicit: number[] | null;
+  resolve(numLayers: number): number[];
+}
+
+/** "0-7", "0,2,5", "0-3,6", "all", "first-4", "last-2" (and mixes like "first-2,7") -> a LayerSelection. */
+export function parseLayerList(text: string, flag = '--layers'): LayerSelection {
   // Refuse absurd indices before a range like 0-100000000 expands into a huge list.
   for (const n of String(text).match(/\d+/g) ?? []) {
     if (Number(n) > MAX_LAYER_INDEX) fail(null, `${flag}: layer ${n} is beyond any model (at most ${MAX_LAYER_INDEX + 1} layers)`);
   }
-  const out = new Set<number>();
-  for (const part of String(text).split(',').map((s) => s.trim()).filter(Boolean)) {
-    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
-    if (!m) fail(null, `${flag}: '${part}' is not a layer index or range like 0-7`);
+  const parts = String(text).split(',').map((s) => s.trim()).filter(Boolean);
+  if (parts.length === 0) fail(null, `${flag}: no layers given`);
+  type Part = (numLayers: number) => number[];
+  const range = (a: number, b: number) => Array.from({ length: Math.max(0, b - a + 1) }, (_, i) => a + i);
+  let symbolic = false;
+  const pieces: Part[] = parts.map((part) => {
+    const p = part.toLowerCase();
+    if (p === 'all') {
+      symbolic = true;
+      return (L) => range(0, L - 1);
+    }
+    const fl = /^(first|last)-(\d+)$/.exec(p);
+    if (fl) {
+      const n = Number(fl[2]);
+      if (n === 0) fail(null, `${flag}: '${part}' selects no layer`);
+      symbolic = true;
+      return (L) => {
+        if (n > L) fail(null, `${flag}: '${part}' asks for ${n} layers; the model has ${L}`);
+        return fl[1] === 'first' ? range(0, n - 1) : range(L - n, L - 1);
+      };
+    }
+    const m = /^(\d+)(?:-(\d+))?$/.exec(p);
+    if (!m) fail(null, `${flag}: '${part}' is not a layer index, a range like 0-7, all, first-N or last-N`);
     const a = Number(m[1]);
     const b = m[2] === undefined ? a : Number(m[2]);
     if (b < a) fail(null, `${flag}: range '${part}' is reversed`);
-    for (let i = a; i <= b; i++) out.add(i);
+    return () => range(a, b);
+  });
+  const collect = (numLayers: number) => [...new Set(pieces.flatMap((f) => f(numLayers)))].sort((x, y) => x - y);
+  return {
+    text: String(text),
+    flag,
+    explicit: symbolic ? null : collect(MAX_LAYER_INDEX + 1),
+    resolve(numLayers: number): number[] {
+      const layers = collect(numLayers);
+      const bad = layers.filter((l) => l >= numLayers);
+      if (bad.length > 0) fail(null, `${flag}: layer ${bad[0]} is out of range (the model has ${numLayers} layers: 0..${numLayers - 1})`);
+      if (layers.length === 0) fail(null, `${flag}: '${text}' selects no layer of this ${numLayers}-layer model`);
+      return layers;
+    },
+  };
+}
+
+/** Sorted layer indices as a compact list: [0,1,2,3,6] -> "0-3,6". */
+export function layerRangesText(layers: number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < layers.length; ) {
+    let j = i;
+    while (j + 1 < layers.length && layers[j + 1] === layers[j]! + 1) j++;
+    parts.push(i === j ? String(layers[i]) : `${layers[i]}-${layers[j]}`);
+    i = j + 1;
   }
-  if (out.size === 0) fail(null, `${flag}: no layers given`);
-  return [...out].sort((x, y) => x - y);
+  return parts.join(',');
+}
+
+/** The layer count of a `--model` value (its student's config), for resolving a LayerSelection. */
+export function modelLayerCount(model: string, teacher?: string): number {
+  const resolved = resolveModel(model, teacher ? { teacher } : {});
+  const w = openModel(resolved.studentDir);
+  try {
+    return w.config.numLayers;
+  } finally {
+    w.close();
+  }
 }
 
 /** An output directory flag must be (or be creatable as) a directory: say so before any work. */

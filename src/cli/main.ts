@@ -5,6 +5,7 @@
  */
 import yargs from 'yargs';
 import { SynaximError } from '../core/errors.ts';
+import { fsConditionWords } from '../core/fsErrors.ts';
 import { COMMANDS } from './commands/index.ts';
 
 export async function main(argv: string[]): Promise<void> {
@@ -37,10 +38,18 @@ export function reportError(e: unknown, debug: boolean): number {
     if (debug && e.stack) process.stderr.write(e.stack + '\n');
     return e.name === 'InterruptedError' ? 130 : 1;
   }
-  const err = e as NodeJS.ErrnoException;
+  const err = e as NodeJS.ErrnoException & { dest?: string };
+  const words = err && typeof err === 'object' ? fsConditionWords(err.code) : null;
+  if (words) {
+    // File-system conditions a user causes or meets (missing file, permission, disk full, read-only
+    // file system): one line naming the file when the error knows it, exit 1 — never "a bug".
+    const where = err.dest ?? err.path;
+    process.stderr.write(`synaxim: error: ${where ? `${where}: ` : ''}${words}${where ? '' : ` (${err.syscall ?? 'file system'})`}\n`);
+    if (debug && err.stack) process.stderr.write(err.stack + '\n');
+    return 1;
+  }
   if (err && typeof err === 'object' && err.code && err.path) {
-    // File-system errors a user can cause (missing file, permission): one line naming the file.
-    process.stderr.write(`synaxim: error: ${err.path}: ${err.code === 'ENOENT' ? 'no such file or directory' : err.code}\n`);
+    process.stderr.write(`synaxim: error: ${err.path}: ${err.code}\n`);
     if (debug && err.stack) process.stderr.write(err.stack + '\n');
     return 1;
   }

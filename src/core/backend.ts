@@ -6,6 +6,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { createRequire } from 'node:module';
+import os from 'node:os';
+import type { ModelConfig } from '../formats/config.ts';
 import { fail } from './errors.ts';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -76,4 +78,51 @@ export async function initBackend(choice: BackendChoice = 'auto'): Promise<strin
 /** What ran, for logs and reports. */
 export function backendInfo(): { backend: string; detail: string; tfjs: string } {
   return { backend: active?.name ?? tf.getBackend(), detail: active?.detail ?? '', tfjs: tf.version_core };
+}
+
+/** The wasm backend is 32-bit WebAssembly: its heap can never exceed 4 GiB. */
+export const WASM_HEAP_BYTES = 4 * 1024 ** 3;
+/** Room kept on the backend for activations, rope tables and the runtime itself. */
+const WORKING_BYTES = 256 * 1024 ** 2;
+
+/** What the active backend can hold: the wasm heap limit, or the machine's memory for the others. */
+export function backendMemoryLimit(): { bytes: number; what: string } {
+  const name = active?.name ?? tf.getBackend();
+  if (name === 'wasm') return { bytes: WASM_HEAP_BYTES, what: 'the wasm backend can address (a 4 GiB heap)' };
+  return { bytes: os.totalmem(), what: `this machine has (backend ${name})` };
+}
+
+/** Float32 bytes of one decoder layer's weights, and of its largest matrix. */
+export function layerWeightBytes(c: ModelConfig): { layer: number; largestMatrix: number } {
+  const D = c.hiddenSize;
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  const I = c.intermediateSize;
+  const elements = q * D + 2 * kv * D + D * q + 3 * I * D + 2 * D + (c.attentionBias ? q + 2 * kv : 0);
+  return { layer: 4 * elements, largestMatrix: 4 * Math.max(q * D, kv * D, I * D) };
+}
+
+function gib(n: number): string {
+  return `${(n / 1024 ** 3).toFixed(1)} GiB`;
+}
+
+/**
+ * Refuse up front, in one line naming the model's config file, a model whose weights cannot be on
+ * the backend: `streamed` (prefill) holds one layer at a time; `resident` (the decoders) holds
+ * every layer and the lm_head. Plus one packed copy of the largest matrix (XNNPACK packs a
+ * matmul's right operand) and working room. Without this, a very wide model streams for minutes
+ * and dies inside wasm with "memory access out of bounds".
+ */
+export function requireModelFitsBackend(c: ModelConfig, configFile: string, mode: 'streamed' | 'resident'): void {
+  const { layer, largestMatrix } = layerWeightBytes(c);
+  const weights = mode === 'streamed' ? layer : c.numLayers * layer + 4 * c.vocabSize * c.hiddenSize;
+  const need = weights + largestMatrix + WORKING_BYTES;
+  const { bytes, what } = backendMemoryLimit();
+  if (need > bytes) {
+    fail(
+      configFile,
+      `too big for this backend: ${mode === 'streamed' ? 'one layer needs' : `its ${c.numLayers} layers and lm_head, all resident, need`} ${gib(need)} ` +
+        `(hidden_size ${c.hiddenSize}, intermediate_size ${c.intermediateSize}, float32 weights and working room), more than the ${gib(bytes)} ${what}`,
+    );
+  }
 }

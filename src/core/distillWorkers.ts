@@ -141,7 +141,7 @@ export function layerWorkerInit(init: WorkerInit): void {
     studentStart: null,
     rope: null,
   };
-  const vars = new AdapterVariables(initialAdapter(layers, weights.config.hiddenSize));
+  const vars = new AdapterVariables(initialAdapter(layers, weights.config.hiddenSize, init.opts.window ?? null));
   // runPass here scales by 1/(B · this worker's layers); the whole step's loss is a mean over all layers.
   worker = { ctx, vars, weights, scale: layers.length / init.totalLayers };
 }

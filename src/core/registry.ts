@@ -3,8 +3,10 @@
  * the student's weights (usually a `.symb` conversion), the teacher's (the original HF checkpoint,
  * or `same`: the student's own weights) and the tokenizer. Each name is a JSON file in
  * `configs/models/`; its directories are relative to a models root, searched in order:
- * every entry of `$SYNAXIM_MODELS` (`:`-separated), then `./models`. A missing model is an error
- * that says where we looked and how to get it — never a silent fallback to something else.
+ * every entry of `$SYNAXIM_MODELS` (`:`-separated), then `./models`. A name resolves to whatever
+ * layout its how-to-get advice produces (the declared student/teacher pair, an HF checkpoint alone,
+ * or a `.symb` conversion alone, which then teaches itself — said on stderr). A missing model is an
+ * error that says where we looked and how to get it — never a silent fallback to something else.
  *
  * A plain directory works too: an HF checkpoint, a `.symb` conversion, or a directory holding both
  * (`hf/` and `symb-*`/, like ../shared/models/stories260k) — then hf/ is the teacher and the
@@ -12,7 +14,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fail } from './errors.ts';
+import { fail, SynaximError } from './errors.ts';
+import { entryExists, MiB, readSmallRegularFile, snippet } from './fileio.ts';
 import { CONFIGS_DIR, PROJECT_ROOT } from './paths.ts';
 
 export const MODELS_CONFIG_DIR = path.join(CONFIGS_DIR, 'models');
@@ -67,10 +70,10 @@ function relativeInside(file: string, key: string, p: string): string {
 export function readRegistryEntry(file: string): RegistryEntry {
   let j: unknown;
   try {
-    j = JSON.parse(fs.readFileSync(file, 'utf8'));
+    j = JSON.parse(readSmallRegularFile(file, 4 * MiB, 'a registry entry').toString('utf8'));
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    fail(file, code === 'ENOENT' ? 'file not found' : `invalid JSON (${(e as Error).message})`);
+    if (e instanceof SynaximError) throw e; // not a regular file, too big, missing: said in one line
+    fail(file, `invalid JSON (${snippet((e as Error).message, 120)})`);
   }
   if (typeof j !== 'object' || j === null || Array.isArray(j)) fail(file, 'a registry entry must be a JSON object');
   const o = j as Record<string, unknown>;
@@ -117,9 +120,10 @@ const isDir = (p: string) => {
     return false;
   }
 };
-const isHfDir = (d: string) => fs.existsSync(path.join(d, 'config.json'));
-const isSymbDir = (d: string) => fs.existsSync(path.join(d, 'config.symb.json'));
-const hasTokenizer = (d: string) => fs.existsSync(path.join(d, 'tokenizer.json'));
+// entryExists (lstat): a dangling or looping link counts as there, so its reader names the problem.
+const isHfDir = (d: string) => entryExists(path.join(d, 'config.json'));
+const isSymbDir = (d: string) => entryExists(path.join(d, 'config.symb.json'));
+const hasTokenizer = (d: string) => entryExists(path.join(d, 'tokenizer.json'));
 
 /** `.symb` conversions in order of preference when a directory holds several. */
 const SYMB_PREFERENCE = ['symb-int4', 'symb-int8', 'symb-fp16', 'symb-fp32', 'symb'];
@@ -140,7 +144,8 @@ function findTokenizer(teacherDir: string, studentDir: string): string | null {
     if (isSymbDir(d)) {
       let sub = 'tokenizer';
       try {
-        const j = JSON.parse(fs.readFileSync(path.join(d, 'config.symb.json'), 'utf8')) as { tokenizer_dir?: unknown };
+        // (a regular file of a sane size: a FIFO here would block forever)
+        const j = JSON.parse(readSmallRegularFile(path.join(d, 'config.symb.json'), 4 * MiB, 'a JSON config').toString('utf8')) as { tokenizer_dir?: unknown };
         if (typeof j.tokenizer_dir === 'string' && !j.tokenizer_dir.split(/[\\/]/).includes('..') && !path.isAbsolute(j.tokenizer_dir)) sub = j.tokenizer_dir;
       } catch {
         // an unreadable config is reported by whoever opens the model; here we just keep the default
@@ -177,33 +182,100 @@ export function resolveModelDir(dirIn: string): ResolvedModel {
   };
 }
 
-/** Resolve a registry entry against the models roots. */
+/** What one models root holds for a registry entry: where we looked and what we found there. */
+export interface RegistryLookup {
+  root: string;
+  /** `<root>/<entry.dir>` */
+  dir: string;
+  /** Human-readable findings, e.g. `symb-int4/ (.symb)`, `hf/ (Hugging Face)`, `Hugging Face checkpoint`; empty: nothing. */
+  found: string[];
+  /** The directories a run would use from here, or null when this root holds no usable model. */
+  resolved: ResolvedModel | null;
+  /** Said once when the model resolves but not as the entry declares it (e.g. no teacher: the student teaches). */
+  note: string | null;
+}
+
+/** Every usable model layout inside `base`, described for `synaxim models` and error messages. */
+function findings(base: string): string[] {
+  if (!isDir(base)) return [];
+  const out: string[] = [];
+  if (isHfDir(base)) out.push('Hugging Face checkpoint (config.json)');
+  if (isSymbDir(base)) out.push('.symb conversion (config.symb.json)');
+  if (isDir(path.join(base, 'hf')) && isHfDir(path.join(base, 'hf'))) out.push('hf/ (Hugging Face)');
+  for (const s of symbSubdirs(base)) out.push(`${s}/ (.symb)`);
+  return out;
+}
+
+/**
+ * Look for an entry under one root. The declared layout (`student` and `teacher` under `dir`) comes
+ * first; otherwise whatever the how-to-get advice can produce: an HF checkpoint alone (in `dir` or
+ * `dir/hf/`: it is student and teacher), a `.symb` conversion alone (it teaches itself, said in
+ * `note`), or `hf/` with another `symb-*` conversion than the declared one.
+ */
+export function lookupRegistryEntry(entry: RegistryEntry, file: string, root: string): RegistryLookup {
+  const base = path.join(root, entry.dir);
+  const found = findings(base);
+  const lookup: RegistryLookup = { root, dir: base, found, resolved: null, note: null };
+  if (found.length === 0) return lookup;
+  const source = `registry ${path.relative(PROJECT_ROOT, file) || file} in ${root}`;
+  const declaredStudent = path.join(base, entry.student);
+  const declaredTeacher = entry.teacher === 'same' ? null : path.join(base, entry.teacher);
+  const usable = (d: string) => isDir(d) && (isHfDir(d) || isSymbDir(d));
+  let studentDir: string;
+  let teacherDir: string;
+  if (usable(declaredStudent)) studentDir = declaredStudent;
+  else if (isHfDir(base) || isSymbDir(base)) studentDir = base;
+  else {
+    const symbs = symbSubdirs(base);
+    if (symbs.length > 0) studentDir = path.join(base, symbs[0]!);
+    else if (usable(path.join(base, 'hf'))) studentDir = path.join(base, 'hf');
+    else return lookup;
+  }
+  if (entry.teacher === 'same') teacherDir = studentDir;
+  else if (declaredTeacher && usable(declaredTeacher)) teacherDir = declaredTeacher;
+  else if (isHfDir(studentDir)) teacherDir = studentDir;
+  else if (isHfDir(base)) teacherDir = base;
+  else if (usable(path.join(base, 'hf'))) teacherDir = path.join(base, 'hf');
+  else {
+    teacherDir = studentDir;
+    lookup.note =
+      `model '${entry.name}': no teacher at ${declaredTeacher}, so the student's own weights (${studentDir}) are the teacher ` +
+      `(every comparison is then against the quantized model; put the Hugging Face checkpoint there for the real teacher)`;
+  }
+  let tokenizerDir: string | null;
+  if (entry.tokenizer === 'auto' || !hasTokenizer(path.join(base, entry.tokenizer))) tokenizerDir = findTokenizer(teacherDir, studentDir);
+  else tokenizerDir = path.join(base, entry.tokenizer);
+  const rel = (d: string) => path.relative(base, d) || '.';
+  lookup.resolved = {
+    name: entry.name,
+    studentDir,
+    teacherDir,
+    tokenizerDir,
+    baseModel: entry.baseModel,
+    source: `${source} (student ${rel(studentDir)}, teacher ${teacherDir === studentDir ? 'the student itself' : rel(teacherDir)})`,
+  };
+  return lookup;
+}
+
+/** Notes already printed (a run resolves its model several times: once per worker, once per phase). */
+const notesSaid = new Set<string>();
+
+/** Resolve a registry entry against the models roots: the first root that holds a usable layout. */
 export function resolveRegistryEntry(entry: RegistryEntry, file: string, roots = modelRoots()): ResolvedModel {
   const looked: string[] = [];
   for (const root of roots) {
-    const base = path.join(root, entry.dir);
-    const studentDir = path.join(base, entry.student);
-    looked.push(studentDir);
-    if (!isDir(studentDir)) continue;
-    const teacherDir = entry.teacher === 'same' ? studentDir : path.join(base, entry.teacher);
-    if (!isDir(teacherDir)) {
-      fail(
-        null,
-        `model '${entry.name}': found the student at ${studentDir} but not the teacher at ${teacherDir}. ${entry.howToGet} ` +
-          `(or pass --teacher same to use the student's own weights as the teacher)`,
-      );
+    const l = lookupRegistryEntry(entry, file, root);
+    looked.push(l.found.length > 0 ? `${l.dir} (found ${l.found.join(', ')}; no model weights)` : l.dir);
+    if (!l.resolved) continue;
+    if (l.note && !notesSaid.has(l.note)) {
+      notesSaid.add(l.note);
+      process.stderr.write(`synaxim: note: ${l.note}\n`);
     }
-    let tokenizerDir: string | null;
-    if (entry.tokenizer === 'auto') tokenizerDir = findTokenizer(teacherDir, studentDir);
-    else {
-      tokenizerDir = path.join(base, entry.tokenizer);
-      if (!hasTokenizer(tokenizerDir)) fail(path.join(tokenizerDir, 'tokenizer.json'), `model '${entry.name}': tokenizer not found. ${entry.howToGet}`);
-    }
-    return { name: entry.name, studentDir, teacherDir, tokenizerDir, baseModel: entry.baseModel, source: `registry ${path.relative(PROJECT_ROOT, file)} in ${root}` };
+    return l.resolved;
   }
   return fail(
     null,
-    `model '${entry.name}' not found; looked for ${looked.join(', ')} ($SYNAXIM_MODELS, then ./models). ${entry.howToGet}`,
+    `model '${entry.name}' not found; looked in ${looked.join(', ')} ($SYNAXIM_MODELS, then ./models; \`synaxim models\` lists every name). ${entry.howToGet}`,
   );
 }
 

@@ -1,7 +1,7 @@
 /**
- * Export of a trained adapter: `OUT/symbiotic_adapter/` (written atomically by `writeAdapter`)
- * with an `adapter_config.json` that records everything needed to know what was trained on what:
- * the base model (id, directory, content hash), every training option, the corpus (source, hash,
+ * Export of a trained adapter: `OUT/symbiotic_adapter/` (written atomically by `writeAdapter`:
+ * ours in safetensors and the SYNAXIM scripts' `symbiotic_adapter.pt`) with an
+ * `adapter_config.json` that records everything needed to know what was trained on what: the base model (id, directory, content hash), every training option, the corpus (source, hash,
  * token count), the best loss, the backend, the wall time and the tool version.
  */
 import fs from 'node:fs';
@@ -34,6 +34,9 @@ export interface ExportProvenance {
 export function adapterConfigExtras(p: ExportProvenance): Record<string, unknown> {
   return {
     base_model: p.baseModel.id ?? p.baseModel.name,
+    // what PEFT-style tooling reads, and the SYNAXIM scripts' n_layers (= the base model's layers)
+    base_model_name_or_path: p.baseModel.id ?? p.baseModel.name,
+    n_layers: p.baseModel.numLayers,
     base_model_name: p.baseModel.name,
     base_model_dir: p.baseModel.studentDir,
     base_model_content_hash: p.baseModel.contentHash,
@@ -69,9 +72,12 @@ export function adapterConfigExtras(p: ExportProvenance): Record<string, unknown
   };
 }
 
-/** Write OUT/symbiotic_adapter atomically; returns its path. */
+/**
+ * Write OUT/symbiotic_adapter atomically — adapter_model.safetensors, the scripts'
+ * symbiotic_adapter.pt and adapter_config.json with both sets of keys; returns its path.
+ */
 export async function exportAdapter(outDir: string, adapter: Adapter, p: ExportProvenance): Promise<string> {
   const dir = path.join(outDir, ADAPTER_DIR_NAME);
-  await writeAdapter(dir, adapter, adapterConfigExtras(p));
+  await writeAdapter(dir, adapter, adapterConfigExtras(p), { torch: true });
   return dir;
 }

@@ -5,8 +5,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { processAlive as alive, removeStaleTemps } from '../core/atomic.ts';
+import { ensureDir, processAlive as alive, removeStaleTemps } from '../core/atomic.ts';
 import { fail } from '../core/errors.ts';
+import { asUserFsError } from '../core/fsErrors.ts';
 
 export { removeStaleTemps };
 
@@ -14,13 +15,15 @@ export const LOCK_FILE = '.synaxim-distill.lock';
 
 /** Take the directory's lock; returns a release function. Fails if a live process holds it. */
 export function acquireDirLock(dir: string, what = 'distill'): () => void {
-  fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, LOCK_FILE);
+  try {
+    ensureDir(dir);
+  } catch (e) {
+    throw asUserFsError(e, dir);
+  }
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      const fd = fs.openSync(file, 'wx');
-      fs.writeSync(fd, String(process.pid));
-      fs.closeSync(fd);
+      writeLockFile(file);
       let released = false;
       return () => {
         if (released) return;
@@ -32,7 +35,7 @@ export function acquireDirLock(dir: string, what = 'distill'): () => void {
         }
       };
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw asUserFsError(e, file);
       let owner = NaN;
       try {
         owner = Number(fs.readFileSync(file, 'utf8').trim());
@@ -44,4 +47,25 @@ export function acquireDirLock(dir: string, what = 'distill'): () => void {
     }
   }
   return fail(dir, `could not take the lock ${file}`);
+}
+
+/**
+ * Create the lock file holding our pid (O_EXCL: fails with EEXIST when taken). A lock that could
+ * not be written whole (disk full) is removed again: an empty lock file is debris, not a lock.
+ */
+function writeLockFile(file: string): void {
+  const fd = fs.openSync(file, 'wx');
+  try {
+    const text = Buffer.from(String(process.pid));
+    if (fs.writeSync(fd, text) !== text.length) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
+    fs.closeSync(fd);
+  } catch (e) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // closed already or failing too: the removal below is what matters
+    }
+    fs.rmSync(file, { force: true });
+    throw asUserFsError(e, file);
+  }
 }

@@ -19,6 +19,9 @@ export interface StepRecord {
 
 export interface EpochRecord {
   epoch: number;
+  /** Objective of the epoch (mse when the log does not say). */
+  objective?: 'mse' | 'kl';
+  earlyStop?: boolean;
   trainLoss: number;
   trainLossPerLayer: number[];
   heldOutLoss: number | null;
@@ -40,6 +43,14 @@ export interface ReportInput {
   epochs: EpochRecord[];
   bestEpoch: number | null;
   bestLoss: number | null;
+  /** The metric that chose the best epoch ("held-out KLD", "held-out MSE", "train MSE", …). */
+  selectedBy?: string;
+  /** Epochs after which a phase stopped early (--patience). */
+  stoppedEarly?: number[];
+  /** mse+kl: best epochs of the finished phases (the warm starts). */
+  phaseBests?: { phase: number; epoch: number | null; loss: number | null; metric: string | null }[];
+  /** Held-out KL(teacher‖student) per token, initial and exported adapter. */
+  heldOutKl?: { before: number | null; after: number | null } | null;
   heldOutBefore: number[];
   heldOutAfter: number[];
   backend: string;
@@ -67,7 +78,7 @@ export function lossCurveSpec(r: Pick<ReportInput, 'steps' | 'epochs' | 'stepsPe
   }
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: 'Distillation loss (mean over trained layers of the hidden-state MSE)',
+    title: 'Distillation loss (mse epochs: mean hidden-state MSE over trained layers; kl epochs: KLD on the logits)',
     width: 560,
     height: 260,
     config: CONFIG,
@@ -87,7 +98,7 @@ export function perLayerSpec(r: Pick<ReportInput, 'epochs' | 'layers'>): VlSpec 
   for (const e of r.epochs) e.trainLossPerLayer.forEach((v, i) => v > 0 && values.push({ epoch: e.epoch + 1, loss: v, layer: `layer ${r.layers[i]}` }));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: 'Per-layer training loss by epoch',
+    title: 'Per-layer training loss by epoch (kl epochs: the one end-to-end KLD on every layer)',
     width: 560,
     height: 220,
     config: CONFIG,
@@ -119,7 +130,11 @@ export function reportMarkdown(r: ReportInput, charts: { loss: string | null; pe
   lines.push('| | |', '| --- | --- |');
   lines.push(`| corpus | \`${r.corpus.source}\` (sha256 ${r.corpus.hash.slice(0, 16)}…, ${r.corpus.documents} documents) |`);
   lines.push(`| sequences | ${r.corpus.trainSequences} train + ${r.corpus.heldOutSequences} held-out × ${r.corpus.seqLen} tokens (${r.corpus.tokens} tokens) |`);
-  lines.push(`| best epoch | ${r.bestEpoch === null ? '– (no training)' : r.bestEpoch + 1} (train loss ${fmt(r.bestLoss)}) |`);
+  const selectedBy = r.selectedBy ?? 'train MSE';
+  lines.push(`| best epoch | ${r.bestEpoch === null ? '– (no training)' : r.bestEpoch + 1} (chosen by ${selectedBy}: ${fmt(r.bestLoss)}) |`);
+  for (const pb of r.phaseBests ?? []) lines.push(`| warm start | phase ${pb.phase + 1}'s best epoch ${pb.epoch === null ? '–' : pb.epoch + 1} (${pb.metric ?? '–'} ${fmt(pb.loss)}) |`);
+  if (r.stoppedEarly && r.stoppedEarly.length > 0) lines.push(`| early stop | after epoch ${r.stoppedEarly.map((e) => e + 1).join(', ')} (--patience) |`);
+  if (r.heldOutKl) lines.push(`| held-out KLD | ${r.heldOutKl.before === null ? '–' : r.heldOutKl.before.toFixed(4)} → ${r.heldOutKl.after === null ? '–' : r.heldOutKl.after.toFixed(4)} nats per token (KL(teacher‖student) on the logits, whole student) |`);
   lines.push(`| wall time | ${formatDuration(r.wallTimeSec)} on ${r.backend}${r.tokensPerSec ? `, ${Math.round(r.tokensPerSec)} tokens/s (training)` : ''} |`);
   lines.push(`| adapter | \`${r.adapterDir}\` |`);
   lines.push(`| tool | synaxim ${r.toolVersion} |`, '');
@@ -137,8 +152,9 @@ export function reportMarkdown(r: ReportInput, charts: { loss: string | null; pe
     if (charts.perLayer) lines.push(`![per-layer loss](${charts.perLayer})`, '');
   }
   if (r.epochs.length > 0) {
-    lines.push('## Epochs', '', `| epoch | train loss | held-out loss |`, '| ---: | ---: | ---: |');
-    for (const e of r.epochs) lines.push(`| ${e.epoch + 1}${e.epoch === r.bestEpoch ? ' (best)' : ''} | ${fmt(e.trainLoss)} | ${fmt(e.heldOutLoss)} |`);
+    lines.push('## Epochs', '', `The best epoch is chosen by the objective's own held-out metric (held-out MSE for mse, held-out KLD for kl; train loss when nothing is held out).`, '');
+    lines.push(`| epoch | objective | train loss | held-out loss |`, '| ---: | --- | ---: | ---: |');
+    for (const e of r.epochs) lines.push(`| ${e.epoch + 1}${e.epoch === r.bestEpoch ? ' (best)' : ''}${e.earlyStop ? ' (stop)' : ''} | ${e.objective ?? 'mse'} | ${fmt(e.trainLoss)} | ${fmt(e.heldOutLoss)} |`);
     lines.push('');
   }
   return lines.join('\n');

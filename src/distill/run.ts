@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { backendInfo } from '../core/backend.ts';
+import { backendInfo, backendMemoryLimit, layerWeightBytes } from '../core/backend.ts';
 import { applyWasmMemoryFixes } from '../core/wasmFixes.ts';
 import { chooseWorkers } from '../core/workers.ts';
 import { TeacherInputLayerWorkers } from '../core/distillWorkers.ts';
@@ -24,8 +24,16 @@ import { acquireDirLock, removeStaleTemps } from './lock.ts';
 import { exportAdapter, toolVersion, type ExportProvenance } from './export.ts';
 import { ADAMW_DEFAULTS } from './optimizer.ts';
 import { writeDistillReport, type EpochRecord, type StepRecord } from './report.ts';
-import { teacherHiddenStates } from './teacherCache.ts';
+import { teacherHiddenStates, teacherLogProbs } from './teacherCache.ts';
+import type { VocabSlice } from './klLoss.ts';
+import { uploadMatrix } from '../core/nn.ts';
+import * as tf from '@tensorflow/tfjs-core';
 import {
+  evaluateKl,
+  selectionMetric,
+  type DistillLoss,
+  type KlContext,
+  type TrainPhase,
   AdapterVariables,
   adapterFromFlat,
   CHECKPOINT_FILE,
@@ -51,6 +59,32 @@ import {
 } from './train.ts';
 
 export const TRAIN_LOG_FILE = 'train_log.jsonl';
+
+export type DistillLossOption = 'mse' | 'kl' | 'mse+kl';
+export type StudentKind = 'adapter-v1' | 'adapter-window';
+export const STUDENT_KINDS: readonly StudentKind[] = ['adapter-v1', 'adapter-window'];
+export const DISTILL_LOSSES: readonly DistillLossOption[] = ['mse', 'kl', 'mse+kl'];
+/**
+ * Default learning rate and epochs per objective (the CLI's; chosen on stories260k, all 5 layers,
+ * by held-out KLD: see README). MSE keeps the scripts' 1e-2 × 30 epochs.
+ */
+export const DEFAULT_LR: Record<DistillLoss, number> = { mse: 1e-2, kl: 1e-1 };
+export const DEFAULT_EPOCHS: Record<DistillLoss, number> = { mse: 30, kl: 10 };
+/** Default epochs of the KL phase of `mse+kl`. */
+export const DEFAULT_KL_PHASE_EPOCHS = 5;
+/** Default --patience: a phase stops after this many epochs without a better held-out metric. */
+export const DEFAULT_PATIENCE = 5;
+
+/** The objective by epochs for a --loss choice. */
+export function distillPhases(o: Pick<DistillOptions, 'loss' | 'epochs' | 'lr' | 'klEpochs' | 'klLr'>): TrainPhase[] {
+  const loss = o.loss ?? 'mse';
+  if (loss === 'mse') return [{ loss: 'mse', epochs: o.epochs, lr: o.lr }];
+  if (loss === 'kl') return [{ loss: 'kl', epochs: o.epochs, lr: o.lr }];
+  return [
+    { loss: 'mse', epochs: o.epochs, lr: o.lr },
+    { loss: 'kl', epochs: o.klEpochs ?? DEFAULT_KL_PHASE_EPOCHS, lr: o.klLr ?? DEFAULT_LR.kl },
+  ];
+}
 export const REPORT_FILE = 'distill_report.md';
 
 export interface DistillOptions {
@@ -63,6 +97,22 @@ export interface DistillOptions {
   maxSeqs?: number | null;
   epochs: number;
   lr: number;
+  /**
+   * Objective: `mse` (default, the scripts' per-layer hidden-state MSE), `kl` (end-to-end
+   * KL(teacher‖student) on the logits), `mse+kl` (`epochs` of MSE, then `klEpochs` of KL at `klLr`
+   * from the MSE phase's best).
+   */
+  loss?: DistillLossOption;
+  /** mse+kl: epochs of the KL phase (default DEFAULT_KL_PHASE_EPOCHS). */
+  klEpochs?: number;
+  /** mse+kl: learning rate of the KL phase (default DEFAULT_LR.kl). */
+  klLr?: number;
+  /** Stop a phase after this many epochs without a better held-out metric (default DEFAULT_PATIENCE; 0: never). */
+  patience?: number | null;
+  /** The student's attention policy for the trained layers: adapter-v1 (default) or adapter-window. */
+  student?: StudentKind;
+  /** adapter-window: positions of the softmax window (required with it). */
+  window?: number | null;
   weightDecay?: number;
   gradClip?: number;
   batchSize: number;
@@ -100,6 +150,10 @@ export interface DistillResult {
   bestEpoch: number | null;
   heldOutBefore: number[];
   heldOutAfter: number[];
+  /** Held-out KL(teacher‖student) per token before/after (runs with a kl phase). */
+  heldOutKl: { before: number | null; after: number | null } | null;
+  /** The metric that chose the exported epoch (e.g. "held-out KLD"). */
+  selectedBy: string;
   wallTimeSec: number;
   trainTokens: number;
   weightsFingerprint?: { before: string; after: string };
@@ -112,6 +166,14 @@ function checkOptions(o: DistillOptions, numLayers: number): void {
   if (bad.length) fail(null, `--layers: ${rangesText(bad)} out of range (the model has ${numLayers} layers: 0..${numLayers - 1})`);
   if (!Number.isInteger(o.epochs) || o.epochs < 0) fail(null, `--epochs must be a non-negative integer, got ${o.epochs}`);
   if (!(o.lr > 0) || !Number.isFinite(o.lr)) fail(null, `--lr must be a positive number, got ${o.lr}`);
+  if (o.loss !== undefined && !DISTILL_LOSSES.includes(o.loss)) fail(null, `--loss must be one of ${DISTILL_LOSSES.join(', ')}, got ${o.loss}`);
+  if (o.klEpochs !== undefined && (!Number.isInteger(o.klEpochs) || o.klEpochs < 0)) fail(null, `--kl-epochs must be a non-negative integer, got ${o.klEpochs}`);
+  if (o.klLr !== undefined && (!(o.klLr > 0) || !Number.isFinite(o.klLr))) fail(null, `--kl-lr must be a positive number, got ${o.klLr}`);
+  if ((o.klEpochs !== undefined || o.klLr !== undefined) && o.loss !== 'mse+kl') fail(null, '--kl-epochs and --kl-lr set the KL phase of --loss mse+kl');
+  if (o.patience !== undefined && o.patience !== null && (!Number.isInteger(o.patience) || o.patience < 0)) fail(null, `--patience must be a non-negative integer, got ${o.patience}`);
+  if (o.student !== undefined && !STUDENT_KINDS.includes(o.student)) fail(null, `--student must be one of ${STUDENT_KINDS.join(', ')}, got ${o.student}`);
+  if (o.student === 'adapter-window' && !(Number.isInteger(o.window) && o.window! >= 1)) fail(null, `--student adapter-window needs --window W (a positive integer), got ${o.window ?? 'none'}`);
+  if (o.student !== 'adapter-window' && o.window !== undefined && o.window !== null) fail(null, '--window sets the window of --student adapter-window');
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1) fail(null, `--batch-size must be a positive integer, got ${o.batchSize}`);
   if (!['student', 'teacher'].includes(o.input)) fail(null, `--input must be student or teacher, got ${o.input}`);
   if (!['exact', 'detached'].includes(o.mlpGrad)) fail(null, `--mlp-grad must be exact or detached, got ${o.mlpGrad}`);
@@ -164,10 +226,17 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
     if (!teacherSame) sameShape(student, teacher);
     checkOptions(o, c.numLayers);
     const layers = [...new Set(o.layers)].sort((a, b) => a - b);
+    const phases = distillPhases(o);
+    const withKl = phases.some((p) => p.loss === 'kl' && p.epochs > 0);
+    const patience = o.patience === undefined || o.patience === null ? DEFAULT_PATIENCE : o.patience;
+    const window = o.student === 'adapter-window' ? o.window! : null;
     const opts: TrainOptions = {
+      window,
       layers,
-      epochs: o.epochs,
+      epochs: phases.reduce((a, p) => a + p.epochs, 0),
       lr: o.lr,
+      phases,
+      patience,
       weightDecay: o.weightDecay ?? ADAMW_DEFAULTS.weightDecay,
       gradClip: o.gradClip ?? 1.0,
       batchSize: o.batchSize,
@@ -216,6 +285,11 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
       seed: opts.seed,
       chunk_size: opts.chunkSize ?? null,
       held_out_fraction: o.heldOutFraction ?? 0.1,
+      loss: o.loss ?? 'mse',
+      phases,
+      patience,
+      student: o.student ?? 'adapter-v1',
+      window,
     };
     let state: TrainState;
     let resumedFrom: DistillResult['resumedFrom'] = null;
@@ -237,7 +311,7 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
       // Starting over: nothing from an earlier run may sit beside the new one looking current.
       for (const stale of [CHECKPOINT_FILE, TRAIN_LOG_FILE, REPORT_FILE, 'loss_curve.svg', 'loss_per_layer.svg']) fs.rmSync(path.join(outDir, stale), { force: true });
       fs.rmSync(path.join(outDir, 'symbiotic_adapter'), { recursive: true, force: true });
-      const init = initialAdapter(layers, c.hiddenSize);
+      const init = initialAdapter(layers, c.hiddenSize, window);
       state = initialTrainState(flatFromAdapter(init), fingerprint, layers.length);
       fs.writeFileSync(logFile, '');
     }
@@ -261,9 +335,39 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
     const layerSource = new LayerSource(student, range(layers[0]!, layers[layers.length - 1]!).filter((l) => o.input === 'student' || layers.includes(l)), o.residentBytes ?? 1 << 30);
     const needsRope = o.input === 'student' && o.rest !== 'fixed' && range(layers[0]!, layers[layers.length - 1]!).some((l) => !layers.includes(l));
     const rope = needsRope ? ropeCosSin(c, Array.from({ length: o.seqLen }, (_, i) => i)) : null;
-    const ctx: PassContext = { config: c, layers: layerSource, opts, seqLen: o.seqLen, teacher: th.hidden, studentStart, rope };
+    // --loss kl / mse+kl: the whole student up to the lm_head, against the teacher's cached log-probs.
+    let klCtx: KlContext | null = null;
+    if (withKl) {
+      // The KL objective differentiates through the whole student at once: every layer and the
+      // lm_head must be on the backend together (no streaming). Refuse up front what cannot fit.
+      const need = c.numLayers * layerWeightBytes(c).layer + 4 * c.vocabSize * c.hiddenSize;
+      const limit = backendMemoryLimit();
+      if (need > 0.75 * limit.bytes) {
+        fail(
+          resolved.studentDir,
+          `--loss ${o.loss}: the whole student (${(need / 1024 ** 3).toFixed(1)} GiB of float32 weights) must be on the backend at once, more than ${limit.what} allows; use --loss mse (layers streamed one at a time)`,
+        );
+      }
+      const lp = teacherLogProbs(teacher, tok.sequences, { modelHash: teacherHash, sequencesHash: tok.hash, seqLen: o.seqLen }, { root: o.cacheRoot, useCache: o.cache ?? true, log });
+      if (lp.fromCache) log(`teacher log-probs from cache ${lp.file}`);
+      const sliceRows = Math.max(1, Math.min(c.vocabSize, Math.floor((1 << 24) / c.hiddenSize)));
+      const slices: VocabSlice[] = [];
+      for (let start = 0; start < c.vocabSize; start += sliceRows) {
+        const count = Math.min(sliceRows, c.vocabSize - start);
+        slices.push({ start, count, w: uploadMatrix(student.lmHeadRows(start, count)) });
+      }
+      klCtx = {
+        layers: new LayerSource(student, range(0, c.numLayers - 1), Number.POSITIVE_INFINITY),
+        finalNorm: tf.tensor1d(student.finalNorm()),
+        slices,
+        embeddings: tok.sequences.map((s) => student.embed(s)),
+        logProbs: lp.logProbs,
+        rope: ropeCosSin(c, Array.from({ length: o.seqLen }, (_, i) => i)),
+      };
+    }
+    const ctx: PassContext = { config: c, layers: layerSource, opts, seqLen: o.seqLen, teacher: th.hidden, studentStart, rope, kl: klCtx };
     const fingerprintBefore = o.verifyWeights ? layerSource.fingerprint() : undefined;
-    log(`training layers ${layers.join(', ')}: ${adapterParameterCount({ layers, hiddenSize: c.hiddenSize })} parameters, input ${o.input}, mlp-grad ${o.mlpGrad}, rest ${o.rest}; weights ${layerSource.isResident ? 'resident' : 'streamed a layer at a time'}`);
+    log(`training layers ${layers.join(', ')}: ${adapterParameterCount({ layers, hiddenSize: c.hiddenSize, window })} parameters${window !== null ? ` (adapter-window, W ${window})` : ''}, input ${o.input}, mlp-grad ${o.mlpGrad}, rest ${o.rest}; weights ${layerSource.isResident ? 'resident' : 'streamed a layer at a time'}`);
 
     let interrupted = false;
     let sigintCount = 0;
@@ -281,16 +385,17 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
     try {
       // Before: held-out MSE of the initial adapter (stored in the checkpoint, so resumes skip it).
       if (state.heldOutBefore === null) {
-        const initVars = new AdapterVariables(initialAdapter(layers, c.hiddenSize));
+        const initVars = new AdapterVariables(initialAdapter(layers, c.hiddenSize, window));
         try {
           state.heldOutBefore = heldOut.length ? evaluatePerLayer(ctx, heldOut, initVars, o.batchSize) : [];
+          if (withKl && heldOut.length) state.heldOutKlBefore = evaluateKl(ctx, heldOut, initVars, o.batchSize);
         } finally {
           initVars.dispose();
         }
       }
 
       const perEpoch = stepsPerEpoch(train.length, Math.min(o.batchSize, train.length));
-      const total = perEpoch * o.epochs;
+      const total = perEpoch * opts.epochs;
       const progress = new Progress({ label: 'distill', total, ...(o.quiet ? { stream: { write: () => true }, tty: false } : {}) });
       progress.skip(state.globalStep);
       const hooks: TrainHooks = {
@@ -298,7 +403,7 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
           fs.appendFileSync(logFile, JSON.stringify(e) + '\n');
           if (e.type === 'epoch') {
             progress.log(
-              `epoch ${e.epoch + 1}/${o.epochs}: train ${e.train_loss.toExponential(4)}${e.held_out_loss !== null ? `, held-out ${e.held_out_loss.toExponential(4)}` : ''}${e.best ? ' (best)' : ''}, ${Math.round(e.tokens_per_s)} tok/s`,
+              `epoch ${e.epoch + 1}/${opts.epochs} (${e.objective ?? 'mse'}): train ${e.train_loss.toExponential(4)}${e.held_out_loss !== null ? `, held-out ${e.held_out_loss.toExponential(4)}` : ''}${e.best ? ' (best)' : ''}${e.early_stop ? `, no better ${e.selected_by} for ${patience} epochs: phase stopped early` : ''}, ${Math.round(e.tokens_per_s)} tok/s`,
             );
           }
         },
@@ -306,14 +411,15 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
           s.logBytes = fs.statSync(logFile).size;
           saveCheckpoint(ckptFile, s);
         },
-        onStep: (s, loss, tokens) => progress.tick(1, tokens, `epoch ${s.epoch + 1}/${o.epochs} loss ${loss.toExponential(3)}`),
+        onStep: (s, loss, tokens) => progress.tick(1, tokens, `epoch ${s.epoch + 1}/${opts.epochs} loss ${loss.toExponential(3)}`),
         interrupted: () => interrupted,
         beforeStep: o.hooks?.beforeStep,
         checkpointPath: ckptFile,
       };
-      if (state.epoch < o.epochs) {
+      if (state.epoch < opts.epochs) {
         // --input teacher makes layers independent: spread them over worker threads (one tfjs each).
-        const workers = o.input === 'teacher' ? chooseWorkers({ requested: o.workers ?? null, units: layers.length, tiny: c.hiddenSize * c.numLayers < 4096 }) : 1;
+        // (adapter-window trains on this thread: the workers' parameter layout is adapter-v1's.)
+        const workers = o.input === 'teacher' && window === null ? chooseWorkers({ requested: o.workers ?? null, units: layers.length, tiny: c.hiddenSize * c.numLayers < 4096 }) : 1;
         const layerWorkers = workers > 1 ? await TeacherInputLayerWorkers.start({ studentDir: resolved.studentDir, opts, seqLen: o.seqLen, teacher: th.hidden }, workers) : null;
         if (layerWorkers) {
           log(`training on ${layerWorkers.size} worker threads (layers split between them)`);
@@ -325,12 +431,12 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
           await layerWorkers?.close();
         }
         progress.finish();
-      } else if (o.epochs === 0) {
+      } else if (opts.epochs === 0) {
         // --epochs 0: export the initial adapter; its training loss is the "best".
-        const initVars = new AdapterVariables(initialAdapter(layers, c.hiddenSize));
+        const initVars = new AdapterVariables(initialAdapter(layers, c.hiddenSize, window));
         try {
           const perLayer = evaluatePerLayer(ctx, train, initVars, o.batchSize);
-          state.best = { params: state.params.map((p) => p.slice()), loss: perLayer.reduce((a, b) => a + b, 0) / perLayer.length, epoch: -1 };
+          state.best = { params: state.params.map((p) => p.slice()), loss: perLayer.reduce((a, b) => a + b, 0) / perLayer.length, epoch: -1, metric: 'train MSE' };
         } finally {
           initVars.dispose();
         }
@@ -340,11 +446,13 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
 
       // After: the exported (best) adapter on the held-out split.
       const bestFlat = state.best ? state.best.params : state.params;
-      const exported = adapterFromFlat(layers, c.hiddenSize, bestFlat);
+      const exported = adapterFromFlat(layers, c.hiddenSize, bestFlat, window);
       const bestVars = new AdapterVariables(exported);
       let heldOutAfter: number[];
+      let heldOutKlAfter: number | null = null;
       try {
         heldOutAfter = heldOut.length ? evaluatePerLayer(ctx, heldOut, bestVars, o.batchSize) : [];
+        if (withKl && heldOut.length) heldOutKlAfter = evaluateKl(ctx, heldOut, bestVars, o.batchSize);
       } finally {
         bestVars.dispose();
       }
@@ -356,7 +464,19 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
       const bestLoss = state.best ? state.best.loss : null;
       const heldOutBefore = state.heldOutBefore ?? [];
       const byLayer = (xs: number[]) => Object.fromEntries(layers.map((l, i) => [String(l), xs[i]!]));
+      const lastPhase = phaseOfState(phases, state);
+      const selectedBy = state.best?.metric ?? selectionMetric(lastPhase.loss, heldOut.length > 0);
+      const heldOutKl = withKl && heldOut.length ? { before: state.heldOutKlBefore, after: heldOutKlAfter } : null;
       const training = {
+        student: o.student ?? 'adapter-v1',
+        ...(window !== null ? { window } : {}),
+        loss: o.loss ?? 'mse',
+        objective: phases.map((p) => `${p.epochs} epochs ${p.loss === 'kl' ? 'KL(teacher‖student) on the logits, end to end' : 'mean over trained layers of MSE(student layer output, teacher hidden state)'} at lr ${p.lr}`).join('; then '),
+        phases,
+        patience,
+        best_epoch_selected_by: selectedBy,
+        stopped_early_after_epoch: state.stoppedEarly,
+        phase_bests: state.phaseBests,
         epochs: o.epochs,
         lr: opts.lr,
         optimizer: 'AdamW',
@@ -376,7 +496,6 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
         held_out_fraction: o.heldOutFraction ?? 0.1,
         chunk_size: opts.chunkSize ?? null,
         gate_form: 'chunked-parallel',
-        loss: 'mean over trained layers of MSE(student layer output, teacher hidden state)',
         resumed: resumedFrom !== null,
       };
       const provenance: ExportProvenance = {
@@ -402,6 +521,8 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
         // Training time of earlier sessions (resumed runs) plus all of this session.
         wallTimeSec: priorTrainSec + (performance.now() - wallStart) / 1000,
       };
+      // Which metric chose the exported (best) epoch, and the held-out KLD, at the top of adapter_config.json.
+      exported.config = { ...exported.config, best_epoch_selected_by: selectedBy, ...(heldOutKl ? { held_out_kld: heldOutKl } : {}) };
       const adapterDir = await exportAdapter(outDir, exported, provenance);
 
       const { steps, epochs } = readTrainLog(logFile);
@@ -421,6 +542,10 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
         epochs,
         bestEpoch,
         bestLoss,
+        selectedBy,
+        stoppedEarly: state.stoppedEarly,
+        phaseBests: state.phaseBests,
+        heldOutKl,
         heldOutBefore,
         heldOutAfter,
         backend: `${bk.backend} (${bk.detail})`,
@@ -432,6 +557,7 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
       log(`adapter ${adapterDir}; report ${reportFile}`);
       const meanOf = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
       log(`held-out MSE (mean over layers): before ${meanOf(heldOutBefore).toExponential(4)}, after ${meanOf(heldOutAfter).toExponential(4)}`);
+      if (heldOutKl) log(`held-out KLD (nats per token): before ${heldOutKl.before?.toFixed(4)}, after ${heldOutKl.after?.toFixed(4)}; best epoch chosen by ${selectedBy}`);
       return {
         outDir,
         adapterDir,
@@ -441,6 +567,8 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
         bestEpoch,
         heldOutBefore,
         heldOutAfter,
+        heldOutKl,
+        selectedBy,
         wallTimeSec: provenance.wallTimeSec,
         trainTokens,
         weightsFingerprint: fingerprintBefore ? { before: fingerprintBefore, after: fingerprintAfter! } : undefined,
@@ -450,6 +578,13 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
       process.off('SIGINT', onSigint);
       process.off('SIGTERM', onSigint);
       layerSource.dispose();
+      if (klCtx) {
+        klCtx.layers.dispose();
+        klCtx.finalNorm.dispose();
+        klCtx.slices.forEach((sl) => sl.w.dispose());
+        klCtx.rope.cos.dispose();
+        klCtx.rope.sin.dispose();
+      }
       rope?.cos.dispose();
       rope?.sin.dispose();
     }
@@ -458,6 +593,11 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
     student.close();
     if (!teacherSame) teacher.close();
   }
+}
+
+/** The phase the run's state ended in. */
+function phaseOfState(phases: TrainPhase[], state: TrainState): TrainPhase {
+  return phases[Math.min(state.phase, phases.length - 1)]!;
 }
 
 function range(a: number, b: number): number[] {
@@ -476,6 +616,8 @@ export function readTrainLog(file: string): { steps: StepRecord[]; epochs: Epoch
     else if (e.type === 'epoch') {
       epochs.push({
         epoch: e.epoch,
+        objective: e.objective ?? 'mse',
+        ...(e.early_stop ? { earlyStop: true } : {}),
         trainLoss: e.train_loss,
         trainLossPerLayer: Object.values(e.train_loss_per_layer),
         heldOutLoss: e.held_out_loss,

@@ -7,7 +7,8 @@
  * hash of the teacher's content hash, the sequences' hash and the seq-len, so anything that changes
  * the numbers changes the key. Each file is written to a temporary name and renamed into place:
  * two runs filling the same cache at once both write complete, identical files and the last rename
- * wins — a reader never sees a partial file.
+ * wins — a reader never sees a partial file. `logprobs.safetensors` in the same directory holds the
+ * teacher's next-token log-probs (the `--loss kl` target), under the same key.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -17,6 +18,7 @@ import { cacheDir } from '../core/paths.ts';
 import { SafetensorsFile, writeSafetensors } from '../formats/safetensors.ts';
 import type { ModelWeights } from '../formats/weights.ts';
 import { teacherPrefill } from '../teacher/teacher.ts';
+import { logSoftmaxRows } from './klLoss.ts';
 import { removeStaleTemps } from './lock.ts';
 
 /** Bump when the cached numbers would change for the same inputs (e.g. teacher arithmetic). */
@@ -166,4 +168,77 @@ export function teacherHiddenStates(
     for (const i of missing) writeCached(dir, i, hidden.get(i)!, T, D, key);
   }
   return { hidden, cacheDir: dir, fromCache };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Teacher log-probs (the `--loss kl` target)
+
+/** `<cacheDir>/logprobs.safetensors`, tensor `logprobs` [N, T, vocab] F32, next to hidden.<l>. */
+export function teacherLogProbsFile(key: TeacherCacheKey, root = cacheDir()): string {
+  return path.join(teacherCacheDir(key, root), 'logprobs.safetensors');
+}
+
+/**
+ * The teacher's next-token log-probabilities (log-softmax of its logits, in float64, stored F32)
+ * for every sequence, [T*vocab] each, cached beside the hidden states under the same content key.
+ * Size: N × T × vocab × 4 bytes (stories260k, 512 tokens: 128 KiB per 64-token sequence; a
+ * 128k-token vocabulary: 32 MiB per sequence — the cache is meant for calibration sets of
+ * hundreds of sequences, not more).
+ */
+export function teacherLogProbs(
+  weights: ModelWeights,
+  sequences: Int32Array[],
+  key: TeacherCacheKey,
+  opts: { root?: string; batchSize?: number; log?: (msg: string) => void; useCache?: boolean } = {},
+): { logProbs: Float32Array[]; file: string; fromCache: boolean } {
+  const V = weights.config.vocabSize;
+  const n = sequences.length;
+  const T = key.seqLen;
+  for (const s of sequences) if (s.length !== T) fail(null, `teacher cache: every sequence must have ${T} tokens`);
+  const dir = teacherCacheDir(key, opts.root);
+  const file = path.join(dir, 'logprobs.safetensors');
+  const useCache = opts.useCache ?? true;
+  if (useCache && fs.existsSync(file)) {
+    let f: SafetensorsFile | null = null;
+    try {
+      f = SafetensorsFile.open(file);
+      const info = f.info('logprobs');
+      if (info.dtype === 'F32' && info.shape.join(',') === [n, T, V].join(',')) {
+        const all = f.readFloat32('logprobs');
+        let ok = true;
+        for (let i = 0; i < all.length && ok; i++) if (Number.isNaN(all[i]!) || all[i]! > 0) ok = false; // log-probs are ≤ 0 (−Inf allowed)
+        if (ok) return { logProbs: Array.from({ length: n }, (_, s) => all.subarray(s * T * V, (s + 1) * T * V)), file, fromCache: true };
+      }
+    } catch {
+      // corrupt entry: recompute and overwrite it
+    } finally {
+      f?.close();
+    }
+  }
+  opts.log?.(`teacher: computing next-token log-probs for ${n} sequences × ${T} tokens (cache ${dir})`);
+  const logProbs: Float32Array[] = new Array(n);
+  const batch = Math.max(1, opts.batchSize ?? 16);
+  for (let s0 = 0; s0 < n; s0 += batch) {
+    const group = sequences.slice(s0, s0 + batch).map((s) => Array.from(s));
+    const { logits } = teacherPrefill(weights, group, { logits: true });
+    logits.forEach((z, j) => {
+      for (let i = 0; i < z.length; i++) {
+        if (!Number.isFinite(z[i]!)) fail(null, `teacher: non-finite logit (${z[i]}) of calibration sequence ${s0 + j} at position ${Math.floor(i / V)}: the teacher's weights overflow float32; nothing was cached or trained`);
+      }
+      logProbs[s0 + j] = logSoftmaxRows(z, T, V);
+    });
+  }
+  if (useCache) {
+    fs.mkdirSync(dir, { recursive: true });
+    removeStaleTemps(dir);
+    const all = new Float32Array(n * T * V);
+    logProbs.forEach((lp, s) => all.set(lp, s * T * V));
+    writeSafetensors(file, { logprobs: { dtype: 'F32', shape: [n, T, V], data: all } }, {
+      model_hash: key.modelHash,
+      sequences_hash: key.sequencesHash,
+      seq_len: String(key.seqLen),
+      version: String(TEACHER_CACHE_VERSION),
+    });
+  }
+  return { logProbs, file, fromCache: false };
 }

@@ -24,16 +24,26 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { seededPermutation } from '../core/corpus.ts';
 import { fail, InterruptedError, SynaximError } from '../core/errors.ts';
-import { disposeLayer, ropeCosSin, uploadLayer, type LayerTensors } from '../core/nn.ts';
+import { disposeLayer, rmsNorm, ropeCosSin, uploadLayer, type LayerTensors } from '../core/nn.ts';
 import { qDim, kvDim, type ModelConfig } from '../formats/config.ts';
 import { SafetensorsFile, writeSafetensors, type StTensorToWrite } from '../formats/safetensors.ts';
 import type { ModelWeights } from '../formats/weights.ts';
 import type { Adapter } from '../engine/adapter.ts';
 import { studentLayerForward, type AdapterPolicy, type LayerPolicy, type RestPolicy } from '../engine/student.ts';
+import { disposeKlTarget, klTarget, logitKl, type VocabSlice } from './klLoss.ts';
 import { AdamW, clipGradNorm, cosineLr, type AdamWState } from './optimizer.ts';
 
 export type InputMode = 'student' | 'teacher';
 export type MlpGrad = 'exact' | 'detached';
+/** `mse`: per-layer hidden-state MSE; `kl`: end-to-end KL(teacher‖student) on the logits. */
+export type DistillLoss = 'mse' | 'kl';
+
+/** A stretch of epochs trained with one objective and its own cosine schedule (`mse+kl` = two phases). */
+export interface TrainPhase {
+  loss: DistillLoss;
+  epochs: number;
+  lr: number;
+}
 
 export interface TrainOptions {
   /** Trained layers, sorted ascending. */
@@ -49,6 +59,37 @@ export interface TrainOptions {
   seed: number;
   /** Parallel-gate chunk size (default: the engine's). */
   chunkSize?: number;
+  /** `--student adapter-window --window W`: the adapter's window (null/absent: adapter-v1). */
+  window?: number | null;
+  /**
+   * The objective by epochs (default: one MSE phase of `epochs` at `lr`). Their epochs add up to
+   * `epochs`. A later phase starts from the best parameters of the one before, with a fresh
+   * optimizer state and its own cosine schedule.
+   */
+  phases?: TrainPhase[];
+  /** Stop a phase when its held-out metric has not improved for this many epochs (null/0: never). */
+  patience?: number | null;
+}
+
+/** The phases of a run (one MSE phase unless told otherwise). */
+export function phasesOf(opts: Pick<TrainOptions, 'phases' | 'epochs' | 'lr'>): TrainPhase[] {
+  return opts.phases && opts.phases.length > 0 ? opts.phases : [{ loss: 'mse', epochs: opts.epochs, lr: opts.lr }];
+}
+
+/** The phase epoch `epoch` belongs to, with its epoch range [start, end). */
+export function phaseAtEpoch(phases: TrainPhase[], epoch: number): { index: number; start: number; end: number } {
+  let start = 0;
+  for (let i = 0; i < phases.length; i++) {
+    const end = start + phases[i]!.epochs;
+    if (epoch < end) return { index: i, start, end };
+    start = end;
+  }
+  return { index: phases.length - 1, start: start - phases[phases.length - 1]!.epochs, end: start };
+}
+
+/** The name of the metric that picks the best epoch of a phase. */
+export function selectionMetric(loss: DistillLoss, heldOut: boolean): string {
+  return `${heldOut ? 'held-out' : 'train'} ${loss === 'kl' ? 'KLD' : 'MSE'}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -56,42 +97,60 @@ export interface TrainOptions {
 
 const PARAM_NAMES = ['gate_bias', 'gate_scale', 'output_scale', 'mix_alpha'] as const;
 
-/** The adapter's parameters as tf.Variables (the only ones in a run), flattened per layer as [gate_bias, gate_scale, output_scale, mix_alpha]. */
+/**
+ * The adapter's parameters as tf.Variables (the only ones in a run), flattened per layer as
+ * [gate_bias, gate_scale, output_scale, mix_alpha] (+ window_mix for adapter-window).
+ */
 export class AdapterVariables {
   readonly layers: number[];
   readonly hiddenSize: number;
+  readonly window: number | null;
   readonly policies: AdapterPolicy[];
 
   constructor(adapter: Adapter) {
     this.layers = [...adapter.layers];
     this.hiddenSize = adapter.hiddenSize;
+    this.window = adapter.window ?? null;
+    const w = this.window;
     this.policies = adapter.params.map((p) => ({
       kind: 'adapter' as const,
       gateBias: tf.variable(tf.scalar(p.gateBias), true),
       gateScale: tf.variable(tf.scalar(p.gateScale), true),
       outputScale: tf.variable(tf.tensor1d(p.outputScale), true),
       mixAlpha: tf.variable(tf.scalar(p.mixAlpha), true),
+      ...(w !== null ? { window: w, windowMix: tf.variable(tf.scalar(p.windowMix!), true) } : {}),
     }));
   }
 
-  /** The four variables of adapted position i. */
+  /** Parameters per adapted layer in the flat list. */
+  get perLayer(): number {
+    return this.window !== null ? 5 : 4;
+  }
+
+  /** The variables of adapted position i (four, five with window_mix). */
   variables(i: number): tf.Variable[] {
     const p = this.policies[i]!;
-    return [p.gateBias, p.gateScale, p.outputScale, p.mixAlpha] as tf.Variable[];
+    return (p.windowMix ? [p.gateBias, p.gateScale, p.outputScale, p.mixAlpha, p.windowMix] : [p.gateBias, p.gateScale, p.outputScale, p.mixAlpha]) as tf.Variable[];
   }
 
   all(): tf.Variable[] {
     return this.policies.flatMap((_, i) => this.variables(i));
   }
 
+  /** The adapted position whose parameter flat index `k` is. */
+  layerPositionOfFlat(k: number): number {
+    return Math.floor(k / this.perLayer);
+  }
+
   /** Sizes of the flat parameter list. */
   sizes(): number[] {
-    return this.layers.flatMap(() => [1, 1, this.hiddenSize, 1]);
+    return this.layers.flatMap(() => (this.window !== null ? [1, 1, this.hiddenSize, 1, 1] : [1, 1, this.hiddenSize, 1]));
   }
 
   /** Flat names: `gate_bias.0`, … (the adapter's state-dict names). */
   names(): string[] {
-    return this.layers.flatMap((_, i) => PARAM_NAMES.map((n) => `${n}.${i}`));
+    const names: readonly string[] = this.window !== null ? [...PARAM_NAMES, 'window_mix'] : PARAM_NAMES;
+    return this.layers.flatMap((_, i) => names.map((n) => `${n}.${i}`));
   }
 
   read(): Float32Array[] {
@@ -113,23 +172,32 @@ export class AdapterVariables {
   }
 }
 
-/** Flat parameter list -> Adapter (numbers are the float32 values). */
-export function adapterFromFlat(layers: number[], hiddenSize: number, flat: Float32Array[]): Adapter {
+/** Flat parameter list -> Adapter (numbers are the float32 values); `window` for adapter-window. */
+export function adapterFromFlat(layers: number[], hiddenSize: number, flat: Float32Array[], window: number | null = null): Adapter {
+  const n = window !== null ? 5 : 4;
   return {
     layers: [...layers],
     hiddenSize,
     params: layers.map((_, i) => ({
-      gateBias: flat[4 * i]![0]!,
-      gateScale: flat[4 * i + 1]![0]!,
-      outputScale: Float32Array.from(flat[4 * i + 2]!),
-      mixAlpha: flat[4 * i + 3]![0]!,
+      gateBias: flat[n * i]![0]!,
+      gateScale: flat[n * i + 1]![0]!,
+      outputScale: Float32Array.from(flat[n * i + 2]!),
+      mixAlpha: flat[n * i + 3]![0]!,
+      ...(window !== null ? { windowMix: flat[n * i + 4]![0]! } : {}),
     })),
     config: {},
+    ...(window !== null ? { window } : {}),
   };
 }
 
 export function flatFromAdapter(a: Adapter): Float32Array[] {
-  return a.params.flatMap((p) => [Float32Array.of(p.gateBias), Float32Array.of(p.gateScale), Float32Array.from(p.outputScale), Float32Array.of(p.mixAlpha)]);
+  return a.params.flatMap((p) => [
+    Float32Array.of(p.gateBias),
+    Float32Array.of(p.gateScale),
+    Float32Array.from(p.outputScale),
+    Float32Array.of(p.mixAlpha),
+    ...(a.window ? [Float32Array.of(p.windowMix!)] : []),
+  ]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -207,6 +275,25 @@ export interface PassContext {
   studentStart: Float32Array[] | null;
   /** RoPE tables for untrained `engine` / `teacher` layers between trained ones. */
   rope: { cos: tf.Tensor2D; sin: tf.Tensor2D } | null;
+  /** What the end-to-end KL objective needs (runs with a `kl` phase). */
+  kl?: KlContext | null;
+}
+
+/**
+ * The `kl` objective runs the whole student (every layer, up to the lm_head): all layers, the
+ * final norm and the lm_head on the backend (a model that does not fit cannot use `--loss kl`).
+ */
+export interface KlContext {
+  /** Layers 0..L−1 (resident). */
+  layers: LayerSource;
+  finalNorm: tf.Tensor1D;
+  slices: VocabSlice[];
+  /** The student's embeddings of each sequence, [T*hidden]. */
+  embeddings: Float32Array[];
+  /** The teacher's next-token log-probs of each sequence, [T*vocab]. */
+  logProbs: Float32Array[];
+  /** RoPE tables for positions 0..T−1 (engine / teacher layers). */
+  rope: { cos: tf.Tensor2D; sin: tf.Tensor2D };
 }
 
 export interface PassResult {
@@ -324,6 +411,75 @@ export function evaluatePerLayer(ctx: PassContext, seqIdx: number[], params: Ada
 }
 
 /**
+ * End-to-end pass for the `kl` objective: each sequence runs through every layer of the student
+ * (adapted layers with the adapter in `params`, the others with `--rest`), the final norm and the
+ * lm_head; the loss is the mean over positions and sequences of KL(teacher ‖ student). Gradients
+ * (one sequence at a time, summed on the host: memory of one sequence's graph) flow through the
+ * whole stack into every adapter parameter, and only into those. `lossPerLayer` repeats the one
+ * end-to-end value for each trained layer (the log's per-layer fields keep their shape).
+ */
+export function runKlPass(ctx: PassContext, seqIdx: number[], params: AdapterVariables, withGrad: boolean): PassResult {
+  const { config: c, opts, seqLen: T } = ctx;
+  const kl = ctx.kl;
+  if (!kl) throw new Error('runKlPass: no KL context');
+  const B = seqIdx.length;
+  const restPolicy = { kind: opts.rest } as LayerPolicy;
+  const policies: LayerPolicy[] = Array.from({ length: c.numLayers }, (_, l) => {
+    const pos = opts.layers.indexOf(l);
+    return pos >= 0 ? params.policies[pos]! : restPolicy;
+  });
+  const layers = Array.from({ length: c.numLayers }, (_, l) => kl.layers.get(l));
+  const vars = params.all();
+  const grads: Float32Array[] | null = withGrad ? vars.map((v) => new Float32Array(v.size)) : null;
+  let total = 0;
+  try {
+    for (const s of seqIdx) {
+      const target = klTarget(kl.logProbs[s]!, T, c.vocabSize, kl.slices);
+      try {
+        const loss = (): tf.Scalar => {
+          let h = tf.tensor2d(kl.embeddings[s]!, [T, c.hiddenSize]);
+          for (let l = 0; l < c.numLayers; l++) h = studentLayerForward(h, layers[l]!, c, policies[l]!, { chunkSize: opts.chunkSize, mlpGrad: opts.mlpGrad, rope: kl.rope });
+          return logitKl(rmsNorm(h, kl.finalNorm, c.rmsNormEps), kl.slices, target);
+        };
+        if (withGrad) {
+          const { value, grads: g } = tf.variableGrads(loss, vars);
+          total += (value.dataSync() as Float32Array)[0]!;
+          value.dispose();
+          vars.forEach((v, k) => {
+            const gv = g[v.name];
+            if (!gv) return;
+            const d = gv.dataSync() as Float32Array;
+            const acc = grads![k]!;
+            for (let i = 0; i < acc.length; i++) acc[i] = acc[i]! + d[i]! / B;
+          });
+          Object.values(g).forEach((t) => t.dispose());
+        } else {
+          const v = tf.tidy(loss);
+          total += (v.dataSync() as Float32Array)[0]!;
+          v.dispose();
+        }
+      } finally {
+        disposeKlTarget(target);
+      }
+    }
+  } finally {
+    for (let l = 0; l < c.numLayers; l++) kl.layers.release(l);
+  }
+  const value = total / B;
+  return { lossPerLayer: opts.layers.map(() => value), loss: value, grads };
+}
+
+/** Mean KL(teacher ‖ student) per position over many sequences (no gradients). */
+export function evaluateKl(ctx: PassContext, seqIdx: number[], params: AdapterVariables, batchSize: number): number {
+  let sum = 0;
+  for (let i = 0; i < seqIdx.length; i += batchSize) {
+    const batch = seqIdx.slice(i, i + batchSize);
+    sum += runKlPass(ctx, batch, params, false).loss * batch.length;
+  }
+  return sum / seqIdx.length;
+}
+
+/**
  * The student's stream entering the first trained layer, per sequence: the embeddings when that is
  * layer 0, else the embeddings run through layers 0..first−1 with the `--rest` policy. Constant
  * during training (no adapter before the first trained layer), so it is computed once.
@@ -378,7 +534,18 @@ export interface TrainState {
   globalStep: number;
   params: Float32Array[];
   optimizer: AdamWState;
-  best: { params: Float32Array[]; loss: number; epoch: number } | null;
+  /** Best epoch of the current phase by its selection metric (held-out when there is a held-out split). */
+  best: { params: Float32Array[]; loss: number; epoch: number; metric?: string } | null;
+  /** Index of the phase the parameters belong to (see TrainOptions.phases). */
+  phase: number;
+  /** Global step at which the current phase started (its cosine schedule counts from there). */
+  phaseStartStep: number;
+  /** Best epochs of the finished phases (the warm starts of the next). */
+  phaseBests: { phase: number; epoch: number | null; loss: number | null; metric: string | null }[];
+  /** Epochs after which a phase stopped early (--patience). */
+  stoppedEarly: number[];
+  /** Held-out KL(teacher‖student) of the initial adapter (runs with a `kl` phase). */
+  heldOutKlBefore: number | null;
   /** Σ over the current epoch's steps of each layer's step loss. */
   epochLossSum: number[];
   /** Seconds spent training in earlier sessions (resumed runs add up). */
@@ -402,6 +569,11 @@ export function initialTrainState(params: Float32Array[], fingerprint: Record<st
     params: params.map((p) => p.slice()),
     optimizer: { step: 0, expAvg: params.map((p) => new Float32Array(p.length)), expAvgSq: params.map((p) => new Float32Array(p.length)) },
     best: null,
+    phase: 0,
+    phaseStartStep: 0,
+    phaseBests: [],
+    stoppedEarly: [],
+    heldOutKlBefore: null,
     epochLossSum: new Array<number>(nLayers).fill(0),
     wallTimeSec: 0,
     logBytes: 0,
@@ -425,7 +597,12 @@ export function saveCheckpoint(file: string, s: TrainState): void {
     global_step: s.globalStep,
     adam_step: s.optimizer.step,
     n_params: s.params.length,
-    best: s.best ? { loss: s.best.loss, epoch: s.best.epoch } : null,
+    best: s.best ? { loss: s.best.loss, epoch: s.best.epoch, metric: s.best.metric ?? null } : null,
+    phase: s.phase,
+    phase_start_step: s.phaseStartStep,
+    phase_bests: s.phaseBests,
+    stopped_early: s.stoppedEarly,
+    held_out_kl_before: s.heldOutKlBefore,
     epoch_loss_sum: s.epochLossSum,
     wall_time_s: s.wallTimeSec,
     log_bytes: s.logBytes,
@@ -447,7 +624,7 @@ export function loadCheckpoint(file: string): TrainState {
     if (!meta || meta.format !== CHECKPOINT_FORMAT) fail(file, `not a distillation checkpoint (format ${JSON.stringify(meta?.format)})`);
     const n = meta.n_params as number;
     const list = (prefix: string) => Array.from({ length: n }, (_, k) => st.readFloat32(`${prefix}.${k}`));
-    const best = meta.best as { loss: number; epoch: number } | null;
+    const best = meta.best as { loss: number; epoch: number; metric?: string | null } | null;
     const params = list('param');
     for (const p of params) if (p.some((v) => !Number.isFinite(v))) fail(file, 'checkpoint holds non-finite parameters');
     return {
@@ -456,7 +633,12 @@ export function loadCheckpoint(file: string): TrainState {
       globalStep: meta.global_step as number,
       params,
       optimizer: { step: meta.adam_step as number, expAvg: list('adam_exp_avg'), expAvgSq: list('adam_exp_avg_sq') },
-      best: best ? { params: list('best'), loss: best.loss, epoch: best.epoch } : null,
+      best: best ? { params: list('best'), loss: best.loss, epoch: best.epoch, ...(best.metric ? { metric: best.metric } : {}) } : null,
+      phase: (meta.phase as number | undefined) ?? 0,
+      phaseStartStep: (meta.phase_start_step as number | undefined) ?? 0,
+      phaseBests: (meta.phase_bests as TrainState['phaseBests'] | undefined) ?? [],
+      stoppedEarly: (meta.stopped_early as number[] | undefined) ?? [],
+      heldOutKlBefore: (meta.held_out_kl_before as number | null | undefined) ?? null,
       epochLossSum: meta.epoch_loss_sum as number[],
       wallTimeSec: meta.wall_time_s as number,
       logBytes: meta.log_bytes as number,
@@ -481,6 +663,8 @@ export function fingerprintMismatch(a: Record<string, unknown>, b: Record<string
 
 export interface StepEvent {
   type: 'step';
+  /** Objective of the step (absent in logs of older runs: mse). */
+  objective?: DistillLoss;
   epoch: number;
   step: number;
   loss: number;
@@ -493,12 +677,17 @@ export interface StepEvent {
 
 export interface EpochEvent {
   type: 'epoch';
+  objective?: DistillLoss;
   epoch: number;
   train_loss: number;
   train_loss_per_layer: Record<string, number>;
   held_out_loss: number | null;
   held_out_per_layer: Record<string, number> | null;
   best: boolean;
+  /** The metric that chose `best` (e.g. "held-out KLD"). */
+  selected_by?: string;
+  /** The phase stops after this epoch (--patience): its metric did not improve for that many epochs. */
+  early_stop?: boolean;
   lr: number;
   tokens_per_s: number;
   elapsed_s: number;
@@ -545,9 +734,11 @@ export async function trainLoop(ctx: PassContext, state: TrainState, train: numb
   const nTrain = train.length;
   const B = Math.max(1, Math.min(opts.batchSize, nTrain));
   const perEpoch = stepsPerEpoch(nTrain, B);
-  const totalSteps = opts.epochs * perEpoch;
+  const phases = phasesOf(opts);
+  const totalEpochs = phases.reduce((a, p) => a + p.epochs, 0);
+  if (totalEpochs !== opts.epochs) throw new Error(`trainLoop: phases add up to ${totalEpochs} epochs, options say ${opts.epochs}`);
   const tokensPerStep = (k: number) => Math.min(B, nTrain - k * B) * ctx.seqLen;
-  const params = new AdapterVariables(adapterFromFlat(opts.layers, ctx.config.hiddenSize, state.params));
+  const params = new AdapterVariables(adapterFromFlat(opts.layers, ctx.config.hiddenSize, state.params, opts.window ?? null));
   const optimizer = new AdamW(params.sizes(), { lr: opts.lr, weightDecay: opts.weightDecay });
   optimizer.load(state.optimizer);
   const sessionStart = performance.now();
@@ -556,6 +747,22 @@ export async function trainLoop(ctx: PassContext, state: TrainState, train: numb
   const snapshot = (): TrainState => ({ ...state, params: state.params.map((p) => p.slice()), optimizer: optimizer.snapshot(), wallTimeSec: elapsed() });
   try {
     for (; state.epoch < opts.epochs; ) {
+      const ph = phaseAtEpoch(phases, state.epoch);
+      const phase = phases[ph.index]!;
+      if (ph.index > state.phase) {
+        // Entering the next phase (an epoch boundary, so a resumed run passes here the same way):
+        // warm start from the previous phase's best, fresh optimizer state, own cosine schedule.
+        if (state.stepInEpoch !== 0) throw new Error('trainLoop: phase change inside an epoch');
+        const prev = state.best;
+        state.phaseBests.push({ phase: state.phase, epoch: prev ? prev.epoch : null, loss: prev ? prev.loss : null, metric: prev?.metric ?? null });
+        if (prev) state.params = prev.params.map((p) => p.slice());
+        state.best = null;
+        state.phase = ph.index;
+        state.phaseStartStep = state.globalStep;
+        optimizer.load({ step: 0, expAvg: state.params.map((p) => new Float32Array(p.length)), expAvgSq: state.params.map((p) => new Float32Array(p.length)) });
+        state.optimizer = optimizer.state;
+      }
+      const phaseSteps = phase.epochs * perEpoch;
       const order = epochOrder(nTrain, opts.seed, state.epoch);
       let epochTokens = 0;
       const epochStart = performance.now();
@@ -565,19 +772,21 @@ export async function trainLoop(ctx: PassContext, state: TrainState, train: numb
         hooks.beforeStep?.(state.globalStep, state.params);
         params.assign(state.params);
         const t0 = performance.now();
-        const r = hooks.pass ? await hooks.pass(batch, state.params, true) : runPass(ctx, batch, params, true);
+        const r =
+          phase.loss === 'kl' ? runKlPass(ctx, batch, params, true) : hooks.pass ? await hooks.pass(batch, state.params, true) : runPass(ctx, batch, params, true);
         const at = `epoch ${state.epoch + 1}, step ${k + 1}/${perEpoch} (global step ${state.globalStep + 1})`;
         const badLayer = r.lossPerLayer.findIndex((v) => !Number.isFinite(v));
         if (badLayer >= 0) {
-          throw new SynaximError(null, `non-finite loss (${r.lossPerLayer[badLayer]}) in layer ${opts.layers[badLayer]} at ${at}; training stopped.${where}`);
+          const where1 = phase.loss === 'kl' ? 'the end-to-end KL' : `layer ${opts.layers[badLayer]}`;
+          throw new SynaximError(null, `non-finite loss (${r.lossPerLayer[badLayer]}) in ${where1} at ${at}; training stopped.${where}`);
         }
         const grads = r.grads!;
         const gradNorm = clipGradNorm(grads, opts.gradClip);
         if (!Number.isFinite(gradNorm)) {
           const bad = grads.findIndex((g) => g.some((v) => !Number.isFinite(v)));
-          throw new SynaximError(null, `non-finite gradient in layer ${opts.layers[Math.floor(Math.max(0, bad) / 4)]} at ${at}; training stopped.${where}`);
+          throw new SynaximError(null, `non-finite gradient in layer ${opts.layers[params.layerPositionOfFlat(Math.max(0, bad))]} at ${at}; training stopped.${where}`);
         }
-        const lr = cosineLr(opts.lr, state.globalStep, totalSteps);
+        const lr = cosineLr(phase.lr, state.globalStep - state.phaseStartStep, phaseSteps);
         optimizer.step(state.params, grads, lr);
         state.optimizer = optimizer.state;
         r.lossPerLayer.forEach((v, i) => (state.epochLossSum[i]! += v));
@@ -588,6 +797,7 @@ export async function trainLoop(ctx: PassContext, state: TrainState, train: numb
         epochTokens += tokens;
         hooks.log({
           type: 'step',
+          objective: phase.loss,
           epoch: state.epoch,
           step: state.globalStep - 1,
           loss: r.loss,
@@ -609,25 +819,39 @@ export async function trainLoop(ctx: PassContext, state: TrainState, train: numb
       const trainPerLayer = state.epochLossSum.map((s) => s / perEpoch);
       const trainLoss = mean(trainPerLayer);
       params.assign(state.params);
-      const heldPerLayer = heldOut.length > 0 ? evaluatePerLayer(ctx, heldOut, params, B) : null;
-      const isBest = state.best === null || trainLoss < state.best.loss;
-      if (isBest) state.best = { params: state.params.map((p) => p.slice()), loss: trainLoss, epoch: state.epoch };
+      // The best epoch is chosen by the phase's own metric on the held-out split (train loss only
+      // when nothing is held out): held-out MSE for mse, held-out KLD for kl.
+      const heldPerLayer = heldOut.length > 0 && phase.loss === 'mse' ? evaluatePerLayer(ctx, heldOut, params, B) : null;
+      const heldLoss = heldOut.length === 0 ? null : phase.loss === 'kl' ? evaluateKl(ctx, heldOut, params, B) : mean(heldPerLayer!);
+      const score = heldLoss ?? trainLoss;
+      const metric = selectionMetric(phase.loss, heldLoss !== null);
+      const isBest = state.best === null || score < state.best.loss;
+      if (isBest) state.best = { params: state.params.map((p) => p.slice()), loss: score, epoch: state.epoch, metric };
+      const patience = opts.patience ?? 0;
+      const earlyStop = patience > 0 && state.epoch + 1 < ph.end && state.epoch - state.best!.epoch >= patience;
       const epochSeconds = (performance.now() - epochStart) / 1000;
       hooks.log({
         type: 'epoch',
+        objective: phase.loss,
         epoch: state.epoch,
         train_loss: trainLoss,
         train_loss_per_layer: layerRecord(opts.layers, trainPerLayer),
-        held_out_loss: heldPerLayer ? mean(heldPerLayer) : null,
+        held_out_loss: heldLoss,
         held_out_per_layer: heldPerLayer ? layerRecord(opts.layers, heldPerLayer) : null,
         best: isBest,
-        lr: cosineLr(opts.lr, Math.min(state.globalStep, totalSteps), totalSteps),
+        selected_by: metric,
+        ...(earlyStop ? { early_stop: true } : {}),
+        lr: cosineLr(phase.lr, Math.min(state.globalStep - state.phaseStartStep, phaseSteps), phaseSteps),
         tokens_per_s: epochTokens / Math.max(epochSeconds, 1e-9),
         elapsed_s: elapsed(),
       });
       state.epoch += 1;
       state.stepInEpoch = 0;
       state.epochLossSum = state.epochLossSum.map(() => 0);
+      if (earlyStop) {
+        state.stoppedEarly.push(state.epoch - 1);
+        state.epoch = ph.end; // the rest of this phase is skipped
+      }
       hooks.checkpoint(snapshot());
       if (hooks.interrupted?.() && state.epoch < opts.epochs) {
         throw new InterruptedError(`interrupted after epoch ${state.epoch}; checkpoint saved${hooks.checkpointPath ? ` to ${hooks.checkpointPath}` : ''}; continue with --resume`);

@@ -6,6 +6,8 @@
  * - A softmax layer keeps its KV cache: 2 (k and v) × n_kv × head_dim × bytes per element per
  *   token — growing with the context (up to the sliding window, for Mistral-style models).
  *
+ * - A `window` layer (softmax over the last W positions) keeps a KV cache of at most W positions.
+ *
  * A student with some layers gated and the rest softmax (`--rest teacher`) pays both. Pure
  * arithmetic, for the evaluation report.
  */
@@ -30,12 +32,35 @@ export function kvBytesPerToken(c: ModelConfig, bytesPerElement = DEFAULT_KV_BYT
   return kvBytesPerTokenPerLayer(c, bytesPerElement) * c.numLayers;
 }
 
-/** Positions a softmax layer keeps at context length T (all of them, or the sliding window). */
-export function cachedPositions(c: ModelConfig, contextLength: number): number {
-  return c.slidingWindow === null ? contextLength : Math.min(contextLength, c.slidingWindow);
+/**
+ * Positions a softmax layer keeps at context length T (all of them, or the sliding window); a
+ * `window` layer (softmax over the last W positions) keeps at most W.
+ */
+export function cachedPositions(c: ModelConfig, contextLength: number, window: number | null = null): number {
+  const model = c.slidingWindow === null ? contextLength : Math.min(contextLength, c.slidingWindow);
+  return window === null ? model : Math.min(model, window);
+}
+
+/**
+ * The same-memory window: the most positions W whose KV cache (W × 2 × n_kv × head_dim × kv bytes)
+ * fits in the bytes of one gated layer's state (D_q² × state bytes) — the baseline that answers
+ * "does the O(1) state beat a KV window of equal memory?". At least 1.
+ */
+export function sameMemoryWindow(c: ModelConfig, opts: Omit<MemoryOptions, 'gatedLayers'> = {}): number {
+  return Math.max(1, Math.floor(gateStateBytesPerLayer(c, opts.stateBytesPerElement) / kvBytesPerTokenPerLayer(c, opts.kvBytesPerElement)));
+}
+
+/**
+ * One adapter-window layer at context length T: the gate's D_q² state plus the KV cache of its
+ * last W positions (min(T, W) × 2 × n_kv × head_dim × kv bytes) — it keeps both.
+ */
+export function adapterWindowBytesPerLayer(c: ModelConfig, window: number, contextLength: number, opts: Omit<MemoryOptions, 'gatedLayers' | 'adapterWindow'> = {}): number {
+  return gateStateBytesPerLayer(c, opts.stateBytesPerElement) + kvBytesPerTokenPerLayer(c, opts.kvBytesPerElement) * cachedPositions(c, contextLength, window);
 }
 
 export interface MemoryOptions {
+  /** The gated layers are adapter-window layers with this window: each also keeps a KV cache of W positions. */
+  adapterWindow?: number | null;
   /** Number of gated layers (default: all). The others are softmax layers with a KV cache. */
   gatedLayers?: number;
   stateBytesPerElement?: number;
@@ -61,7 +86,8 @@ export function memoryAtLength(c: ModelConfig, contextLength: number, opts: Memo
   const perTokenLayer = kvBytesPerTokenPerLayer(c, opts.kvBytesPerElement);
   const positions = cachedPositions(c, contextLength);
   const teacherKvBytes = perTokenLayer * positions * c.numLayers;
-  const studentStateBytes = gateStateBytesPerLayer(c, opts.stateBytesPerElement) * gated;
+  const studentStateBytes =
+    (opts.adapterWindow ? adapterWindowBytesPerLayer(c, opts.adapterWindow, contextLength, opts) : gateStateBytesPerLayer(c, opts.stateBytesPerElement)) * gated;
   const studentKvBytes = perTokenLayer * positions * (c.numLayers - gated);
   const studentBytes = studentStateBytes + studentKvBytes;
   return { contextLength, teacherKvBytes, studentStateBytes, studentKvBytes, studentBytes, ratio: studentBytes === 0 ? Infinity : teacherKvBytes / studentBytes };

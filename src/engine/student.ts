@@ -11,6 +11,8 @@
  * - `fixed` (the SYNAXIM adapter script's generation for untrained layers): no RoPE, g_t = 0.9,
  *   o_t = 0.1·W_o r_t.
  * - `teacher`: the layer keeps softmax attention (a hybrid model).
+ * - `window` (W): softmax attention limited to the current and W−1 previous positions (Mistral
+ *   `sliding_window` semantics, RoPE as the teacher), no parameters: the KV-window baseline.
  *
  * x_t = RMSNorm(h_t) is the layer's normed input; then h' = h + o, h'' = h' + MLP(RMSNorm(h')).
  *
@@ -23,8 +25,9 @@ import { fail } from '../core/errors.ts';
 import { applyRope, disposeLayer, linear, repeatKv, rmsNorm, ropeCosSin, swigluMlp, uploadLayer, uploadMatrix, type LayerTensors } from '../core/nn.ts';
 import type { ModelConfig } from '../formats/config.ts';
 import type { ModelWeights } from '../formats/weights.ts';
-import { causalAttention, KvCache } from '../teacher/attention.ts';
-import { attentionShape, qkvProjections, softmaxAttentionBlock, streamedForward, validateIds, type PrefillOptions, type PrefillResult } from '../teacher/teacher.ts';
+import { causalAttention, KvCache, type AttentionShape } from '../teacher/attention.ts';
+import { attentionShape, modelConfigFile, qkvProjections, softmaxAttentionBlock, streamedForward, validateIds, type PrefillOptions, type PrefillResult } from '../teacher/teacher.ts';
+import { requireModelFitsBackend } from '../core/backend.ts';
 import { adapterPosition, validateAdapterForModel, type Adapter } from './adapter.ts';
 import {
   constantGateLogs,
@@ -47,8 +50,21 @@ export interface AdapterPolicy {
   /** [hidden] */
   outputScale: tf.Tensor1D;
   mixAlpha: tf.Scalar;
+  /**
+   * adapter-window (LoLCATs/Liger style): the layer also runs softmax attention over its last
+   * `window` positions (RoPE as the teacher, same q/k/v) and outputs
+   *   o_t = σ(window_mix)·W_o softmax_window(q_t, K, V) + (1 − σ(window_mix))·o^adapter-v1_t.
+   * Decoding keeps the last `window` keys/values AND the gate state.
+   */
+  window?: number;
+  windowMix?: tf.Scalar;
 }
-export type LayerPolicy = AdapterPolicy | { kind: 'engine' } | { kind: 'fixed' } | { kind: 'teacher' };
+/** Softmax attention over the last `window` positions (a KV-cache baseline with bounded memory). */
+export interface WindowPolicy {
+  kind: 'window';
+  window: number;
+}
+export type LayerPolicy = AdapterPolicy | WindowPolicy | { kind: 'engine' } | { kind: 'fixed' } | { kind: 'teacher' };
 export type PolicyKind = LayerPolicy['kind'];
 /** What the layers without adapter parameters do (`--rest`). */
 export type RestPolicy = 'teacher' | 'engine' | 'fixed';
@@ -76,16 +92,50 @@ export function adapterPolicy(adapter: Adapter, position: number): AdapterPolicy
     gateScale: tf.scalar(p.gateScale),
     outputScale: tf.tensor1d(p.outputScale),
     mixAlpha: tf.scalar(p.mixAlpha),
+    ...(adapter.window ? { window: adapter.window, windowMix: tf.scalar(p.windowMix!) } : {}),
   };
 }
 
 export function disposePolicy(p: LayerPolicy): void {
-  if (p.kind === 'adapter') [p.gateBias, p.gateScale, p.outputScale, p.mixAlpha].forEach((t) => t.dispose());
+  if (p.kind === 'adapter') [p.gateBias, p.gateScale, p.outputScale, p.mixAlpha, p.windowMix].forEach((t) => t?.dispose());
 }
 
-/** Policy kind of every layer: adapted layers `adapter`, the others `rest`. */
-export function layerPolicyKinds(config: ModelConfig, adapter: Adapter | null | undefined, rest: RestPolicy): PolicyKind[] {
-  return Array.from({ length: config.numLayers }, (_, l) => (adapter && adapterPosition(adapter, l) >= 0 ? 'adapter' : rest));
+/**
+ * Policy kind of every layer: `softmaxLayers` softmax, adapted layers `adapter`, the others `rest`;
+ * with `window`, every softmax layer becomes a `window` layer.
+ */
+export function layerPolicyKinds(
+  config: ModelConfig,
+  adapter: Adapter | null | undefined,
+  rest: RestPolicy,
+  opts: Pick<StudentOptions, 'window' | 'softmaxLayers'> = {},
+): PolicyKind[] {
+  return Array.from({ length: config.numLayers }, (_, l) => {
+    const kind: PolicyKind = opts.softmaxLayers?.includes(l) ? 'teacher' : adapter && adapterPosition(adapter, l) >= 0 ? 'adapter' : rest;
+    return kind === 'teacher' && opts.window != null ? 'window' : kind;
+  });
+}
+
+/** The attention shape of a `window` layer: the model's own sliding window, if any, caps W further. */
+export function windowShape(c: ModelConfig, window: number): AttentionShape {
+  return { ...attentionShape(c), slidingWindow: c.slidingWindow === null ? window : Math.min(window, c.slidingWindow) };
+}
+
+/** Softmax attention of a `window` layer over positions 0..T-1 (cos/sin [T, headDim]): o [T, hidden]. */
+function windowAttentionBlock(x: tf.Tensor2D, layer: LayerTensors, c: ModelConfig, window: number, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor2D {
+  return tf.tidy(() => {
+    const { q, k, v } = qkvProjections(x, layer);
+    const qRot = applyRope(q, c.numHeads, c.headDim, cos, sin);
+    const kRot = applyRope(k, c.numKvHeads, c.headDim, cos, sin);
+    return linear(causalAttention(qRot, kRot, v, windowShape(c, window)), layer.o);
+  });
+}
+
+/** The policy of a layer of kind `k` (adapter parameters uploaded; dispose with `disposePolicy`). */
+function policyOf(k: PolicyKind, l: number, adapter: Adapter | null, window: number | null | undefined): LayerPolicy {
+  if (k === 'adapter') return adapterPolicy(adapter!, adapterPosition(adapter!, l));
+  if (k === 'window') return { kind: 'window', window: window! };
+  return { kind: k } as LayerPolicy;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -97,7 +147,7 @@ export function layerPolicyKinds(config: ModelConfig, adapter: Adapter | null | 
  * cos/sin for the tokens' positions (used by `engine` only).
  */
 export function gateInputs(x: tf.Tensor2D, layer: LayerTensors, c: ModelConfig, policy: LayerPolicy, rope: { cos: tf.Tensor2D; sin: tf.Tensor2D } | null): GateSequence {
-  if (policy.kind === 'teacher') throw new Error('gateInputs: the teacher policy has no gate');
+  if (policy.kind === 'teacher' || policy.kind === 'window') throw new Error(`gateInputs: the ${policy.kind} policy has no gate`);
   return tf.tidy(() => {
     const T = x.shape[0];
     let { q, k, v } = qkvProjections(x, layer);
@@ -133,6 +183,14 @@ export function gateBlockOutput(r: tf.Tensor2D, x: tf.Tensor2D, layer: LayerTens
   });
 }
 
+/** adapter-window: σ(window_mix)·o_window + (1 − σ(window_mix))·o_gate. */
+function mixWindow(windowOut: tf.Tensor2D, gated: tf.Tensor2D, policy: AdapterPolicy): tf.Tensor2D {
+  return tf.tidy(() => {
+    const lambda = tf.sigmoid(policy.windowMix!);
+    return tf.add(tf.mul(windowOut, lambda), tf.mul(gated, tf.sub(1, lambda))) as tf.Tensor2D;
+  });
+}
+
 function positionsRope(c: ModelConfig, T: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
   return ropeCosSin(c, Array.from({ length: T }, (_, i) => i));
 }
@@ -143,11 +201,16 @@ function positionsRope(c: ModelConfig, T: number): { cos: tf.Tensor2D; sin: tf.T
  */
 export function studentAttention(x: tf.Tensor2D, layer: LayerTensors, c: ModelConfig, policy: LayerPolicy, opts: StudentLayerOptions = {}): tf.Tensor2D {
   return tf.tidy(() => {
-    const needsRope = policy.kind === 'engine' || policy.kind === 'teacher';
+    const adapterWindow = policy.kind === 'adapter' && policy.window !== undefined;
+    const needsRope = policy.kind === 'engine' || policy.kind === 'teacher' || policy.kind === 'window' || adapterWindow;
     const rope = needsRope ? (opts.rope ?? positionsRope(c, x.shape[0])) : null;
     if (policy.kind === 'teacher') return softmaxAttentionBlock(x, layer, c, rope!.cos, rope!.sin);
+    if (policy.kind === 'window') return windowAttentionBlock(x, layer, c, policy.window, rope!.cos, rope!.sin);
     const r = gateChunkedOutput(gateInputs(x, layer, c, policy, rope), opts.chunkSize);
-    return gateBlockOutput(r, x, layer, policy);
+    const gated = gateBlockOutput(r, x, layer, policy);
+    if (!adapterWindow) return gated;
+    const p = policy as AdapterPolicy;
+    return mixWindow(windowAttentionBlock(x, layer, c, p.window!, rope!.cos, rope!.sin), gated, p);
   });
 }
 
@@ -188,12 +251,17 @@ export interface StudentOptions {
   rest?: RestPolicy;
   /** Parallel-gate chunk size (default: by D_q). */
   chunkSize?: number;
+  /** Layers that keep softmax attention whatever the adapter and `rest` say (a hybrid, e.g. one layer gated). */
+  softmaxLayers?: number[] | null;
+  /** Softmax layers see only the current and window−1 previous positions (`window` policy). */
+  window?: number | null;
 }
 
 function checkStudent(weights: ModelWeights, opts: StudentOptions): RestPolicy {
   const rest = opts.rest ?? 'engine';
   if (!REST_POLICIES.includes(rest)) fail(null, `unknown rest policy '${rest}' (choose from ${REST_POLICIES.join(', ')})`);
   if (opts.adapter) validateAdapterForModel(opts.adapter, weights.config, opts.adapter.source ?? 'adapter');
+  if (opts.window != null && !(Number.isInteger(opts.window) && opts.window >= 1)) fail(null, `window must be a positive integer, got ${opts.window}`);
   return rest;
 }
 
@@ -206,11 +274,11 @@ export function studentPrefill(weights: ModelWeights, sequences: number[][], opt
   const c = weights.config;
   const rest = checkStudent(weights, opts);
   const adapter = opts.adapter ?? null;
-  const kinds = layerPolicyKinds(c, adapter, rest);
-  const needsRope = kinds.some((k) => k === 'engine' || k === 'teacher');
+  const kinds = layerPolicyKinds(c, adapter, rest, opts);
+  const needsRope = kinds.some((k) => k === 'engine' || k === 'teacher' || k === 'window');
   const ropeFor = new Map<number, { cos: tf.Tensor2D; sin: tf.Tensor2D }>();
   if (needsRope) for (const ids of sequences) if (!ropeFor.has(ids.length)) ropeFor.set(ids.length, positionsRope(c, ids.length));
-  const policies: LayerPolicy[] = kinds.map((k, l) => (k === 'adapter' ? adapterPolicy(adapter!, adapterPosition(adapter!, l)) : ({ kind: k } as LayerPolicy)));
+  const policies: LayerPolicy[] = kinds.map((k, l) => policyOf(k, l, adapter, opts.window));
   try {
     return streamedForward(weights, sequences, (x, layer, l) => studentAttention(x, layer, c, policies[l], { chunkSize: opts.chunkSize, rope: ropeFor.get(x.shape[0]) }), opts);
   } finally {
@@ -240,7 +308,7 @@ export class StudentDecoder {
   private readonly lmHead: tf.Tensor2D;
   /** Gated layers: M (null before the first token). */
   private readonly states: (tf.Tensor2D | null)[];
-  /** Teacher layers: KV cache. */
+  /** Teacher and window layers: KV cache (a window layer's keeps its last W positions). */
   private readonly caches: (KvCache | null)[];
   private readonly chunkSize: number | undefined;
   private pos = 0;
@@ -251,14 +319,23 @@ export class StudentDecoder {
     this.config = c;
     this.chunkSize = opts.chunkSize;
     const adapter = opts.adapter ?? null;
-    this.kinds = layerPolicyKinds(c, adapter, rest);
+    this.kinds = layerPolicyKinds(c, adapter, rest, opts);
+    requireModelFitsBackend(c, modelConfigFile(weights), 'resident');
     this.layers = [];
     for (let l = 0; l < c.numLayers; l++) this.layers.push(uploadLayer(weights.layer(l)));
-    this.policies = this.kinds.map((k, l) => (k === 'adapter' ? adapterPolicy(adapter!, adapterPosition(adapter!, l)) : ({ kind: k } as LayerPolicy)));
+    this.policies = this.kinds.map((k, l) => policyOf(k, l, adapter, opts.window));
     this.finalNorm = tf.tensor1d(weights.finalNorm());
     this.lmHead = uploadMatrix(weights.lmHeadRows(0, c.vocabSize));
     this.states = this.kinds.map(() => null);
-    this.caches = this.kinds.map((k) => (k === 'teacher' ? new KvCache(attentionShape(c)) : null));
+    this.caches = this.policies.map((p) =>
+      p.kind === 'teacher'
+        ? new KvCache(attentionShape(c))
+        : p.kind === 'window'
+          ? new KvCache(windowShape(c, p.window))
+          : p.kind === 'adapter' && p.window !== undefined
+            ? new KvCache(windowShape(c, p.window)) // adapter-window: the last W keys/values beside the gate state
+            : null,
+    );
   }
 
   /** Position of the next token fed (= tokens seen so far). */
@@ -293,6 +370,27 @@ export class StudentDecoder {
     return this.run(ids);
   }
 
+  /**
+   * Softmax attention of layer `l` through its KV cache: one token attends to the cache; a first
+   * block of tokens (the cache is empty then, see prefill) runs causal attention and fills it.
+   */
+  private cachedSoftmax(x: tf.Tensor2D, layer: LayerTensors, l: number, rope: { cos: tf.Tensor2D; sin: tf.Tensor2D }, shape: AttentionShape): tf.Tensor2D {
+    const c = this.config;
+    const { q, k, v } = qkvProjections(x, layer);
+    const qRot = applyRope(q, c.numHeads, c.headDim, rope.cos, rope.sin);
+    const kRot = applyRope(k, c.numKvHeads, c.headDim, rope.cos, rope.sin);
+    const cache = this.caches[l]!;
+    let attn: tf.Tensor2D;
+    if (x.shape[0] === 1) {
+      cache.append(kRot, v);
+      attn = cache.attend(qRot);
+    } else {
+      attn = causalAttention(qRot, kRot, v, shape);
+      cache.append(kRot, v);
+    }
+    return linear(attn, layer.o);
+  }
+
   private run(ids: number[]): Float32Array {
     const c = this.config;
     const T = ids.length;
@@ -305,20 +403,8 @@ export class StudentDecoder {
         const policy = this.policies[l];
         const x = rmsNorm(h, layer.inputNorm, c.rmsNormEps);
         let attnOut: tf.Tensor2D;
-        if (policy.kind === 'teacher') {
-          const { q, k, v } = qkvProjections(x, layer);
-          const qRot = applyRope(q, c.numHeads, c.headDim, rope.cos, rope.sin);
-          const kRot = applyRope(k, c.numKvHeads, c.headDim, rope.cos, rope.sin);
-          const cache = this.caches[l]!;
-          let attn: tf.Tensor2D;
-          if (T === 1) {
-            cache.append(kRot, v);
-            attn = cache.attend(qRot);
-          } else {
-            attn = causalAttention(qRot, kRot, v, attentionShape(c)); // cache empty here (see prefill)
-            cache.append(kRot, v);
-          }
-          attnOut = linear(attn, layer.o);
+        if (policy.kind === 'teacher' || policy.kind === 'window') {
+          attnOut = this.cachedSoftmax(x, layer, l, rope, policy.kind === 'window' ? windowShape(c, policy.window) : attentionShape(c));
         } else {
           const seq = gateInputs(x, layer, c, policy, rope);
           const previous = this.states[l];
@@ -341,6 +427,10 @@ export class StudentDecoder {
           }
           newStates[l] = tf.keep(state);
           attnOut = gateBlockOutput(r, x, layer, policy);
+          if (policy.kind === 'adapter' && policy.window !== undefined) {
+            // adapter-window: the softmax part over the last W positions, from the layer's KV window.
+            attnOut = mixWindow(this.cachedSoftmax(x, layer, l, rope, windowShape(c, policy.window)), attnOut, policy);
+          }
         }
         const afterAttn = tf.add(h, attnOut) as tf.Tensor2D;
         h = tf.add(afterAttn, swigluMlp(rmsNorm(afterAttn, layer.postNorm, c.rmsNormEps), layer.gate, layer.up, layer.down)) as tf.Tensor2D;

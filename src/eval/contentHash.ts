@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../core/atomic.ts';
 import { cacheDir } from '../core/paths.ts';
+import { outsideModelDir } from '../formats/config.ts';
 
 interface FileEntry {
   rel: string;
@@ -22,11 +23,23 @@ interface FileEntry {
 
 function listFiles(dir: string): FileEntry[] {
   const out: FileEntry[] = [];
+  // Only the directory's own content: a link out of it (`ln -s / model/root`) is not hashed (never
+  // read), a link back up is walked once, a dangling link or a loop is no content.
+  const walked = new Set<string>();
   const walk = (d: string, rel: string) => {
+    const real = fs.realpathSync(d);
+    if (walked.has(real)) return;
+    walked.add(real);
     for (const name of fs.readdirSync(d).sort()) {
       const full = path.join(d, name);
       const r = rel ? `${rel}/${name}` : name;
-      const st = fs.statSync(full);
+      let st: fs.Stats;
+      try {
+        st = fs.statSync(full);
+      } catch {
+        continue;
+      }
+      if (outsideModelDir(dir, full) !== null) continue;
       if (st.isDirectory()) walk(full, r);
       else if (st.isFile()) out.push({ rel: r, full, size: st.size, mtimeMs: st.mtimeMs });
     }

@@ -4,16 +4,15 @@
  * charts rendered in Node, no scripts, no network). Each file is written atomically; report.json
  * last, so a directory with a report.json holds a complete report.
  */
-import fs from 'node:fs';
 import path from 'node:path';
-import { removeStaleTemps, writeFileAtomic } from '../core/atomic.ts';
+import { removeStaleTemps, writeFilesAtomic } from '../core/atomic.ts';
 import { barWithErrors, lines, renderSvg, type Chart } from './charts.ts';
 import type { ComparisonStats, DeltaPStats, DistributionStats, HiddenLayerStats, PositionBucket, PplRatioStats } from './stats.ts';
 
 export const REPORT_SCHEMA = 'synaxim.eval/1';
 
-/** What the attention block of a layer is in a configuration. */
-export type LayerPolicy = 'teacher' | 'engine-v0.1.1' | 'adapter-v1' | 'fixed';
+/** What the attention block of a layer is in a configuration (`window-W`: softmax over the last W positions). */
+export type LayerPolicy = 'teacher' | 'engine-v0.1.1' | 'adapter-v1' | 'fixed' | `window-${number}`;
 
 export interface ConfigurationReport {
   name: string;
@@ -40,6 +39,9 @@ export interface ConfigurationReport {
   hidden: HiddenLayerStats[] | null;
   /** Bytes of attention memory (KV cache and/or gate states) at each of `memory.contexts`. */
   memory_bytes: number[] | null;
+  /** `window-W` configurations: W, and whether it is the same-memory window (absent otherwise). */
+  window?: number;
+  same_memory?: boolean;
 }
 
 export interface WeightsInfo {
@@ -63,12 +65,16 @@ export interface MemoryReport {
   state_bytes_per_layer: number;
   /** Context length from which one gate state is smaller than the KV cache it replaces (null: never). */
   break_even_context: number | null;
+  /** The most window positions whose KV cache fits in one gate state's bytes (the same-memory window W). */
+  same_memory_window?: number;
   notes: string;
 }
 
 export interface EvalReport {
   schema: typeof REPORT_SCHEMA;
   created: string;
+  /** One or two sentences computed from the figures (quantization, gate, adapter, same-memory window); what the report opens with. (Absent in reports written before it existed.) */
+  verdict?: string[];
   tool: { name: 'synaxim'; version: string; node: string; tfjs: string; vega: string; vega_lite: string };
   backend: { name: string; detail: string };
   model: {
@@ -79,7 +85,16 @@ export interface EvalReport {
     tokenizer: { dir: string | null; hash: string | null };
     config: { architecture: string; hidden_size: number; num_layers: number; num_heads: number; num_kv_heads: number; head_dim: number; vocab_size: number };
   };
-  adapter: { dir: string; hash: string; layers: number[]; semantics: string } | null;
+  adapter: {
+    dir: string;
+    hash: string;
+    layers: number[];
+    semantics: string;
+    /** Weight files read: safetensors (ours), pt (the SYNAXIM scripts' symbiotic_adapter.pt), both. */
+    format?: string;
+    /** The adapter's recorded base model against the student: match, unrecorded (no hash; the scripts'), other-base (--allow-other-base). */
+    base_model?: { status: string; name: string | null; recorded_hash: string | null; model_hash: string | null; note: string | null } | null;
+  } | null;
   rest: LayerPolicy;
   suite: {
     name: string;
@@ -106,13 +121,15 @@ export interface EvalReport {
   /** Name of the configuration everything is compared with. */
   reference: string;
   wall_s: number;
+  /** W of the same-memory window configuration when it ran (null: `--window none`; absent in older reports). */
+  same_memory_window?: number | null;
   configurations: ConfigurationReport[];
   memory: MemoryReport | null;
 }
 
 /** Statistics of one configuration as they go into the report. */
 export function configurationFromStats(
-  base: { name: string; description: string; weights: 'teacher' | 'student'; layers: LayerPolicy[]; wall_s: number },
+  base: { name: string; description: string; weights: 'teacher' | 'student'; layers: LayerPolicy[]; wall_s: number; window?: number; same_memory?: boolean },
   s: ComparisonStats,
   hidden: HiddenLayerStats[] | null,
   memoryBytes: number[] | null,
@@ -184,6 +201,66 @@ export function describeLayers(layers: LayerPolicy[]): string {
   return parts.join(', ');
 }
 
+// ---------------------------------------------------------------- the verdict
+
+function capitalize(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+/**
+ * What the report opens with: one or two sentences computed from the figures — what quantization
+ * alone costs, what the gate costs, how much of that gap the adapter recovers, and what a KV window
+ * of the same memory as one gated layer's state costs next to the gate. Only the configurations
+ * that ran are mentioned; [] when only the reference ran.
+ */
+export function verdictSentences(r: EvalReport): string[] {
+  const by = (n: string) => r.configurations.find((c) => c.name === n);
+  const ref = by(r.reference);
+  if (!ref) return [];
+  const kld = (c: ConfigurationReport) => `${fmt(c.kld.mean, 3)} nats of KLD`;
+  const ppl = (c: ConfigurationReport) => `PPL ${fmt(ref.ppl, 3)} → ${fmt(c.ppl, 3)}, top-1 agreement ${(100 * c.same_top_p).toFixed(1)}%`;
+  const quant = by('teacher-on-student-weights');
+  const engine = by('engine');
+  const adapter = by('adapter');
+  const out: string[] = [];
+  const first: string[] = [];
+  if (quant) first.push(`quantization alone (${r.model.student.storage}) costs ${kld(quant)} (${ppl(quant)})`);
+  if (engine) first.push(`the gate (the published engine on every layer) costs ${kld(engine)} (${ppl(engine)})`);
+  if (adapter) {
+    const which = `the adapter (layers ${r.adapter?.layers.join(',') ?? '?'}, other layers ${r.rest})`;
+    const floor = quant ? quant.kld.mean : 0;
+    const gap = engine ? engine.kld.mean - floor : NaN;
+    if (engine && gap > 0) {
+      const recovered = (engine.kld.mean - adapter.kld.mean) / gap;
+      first.push(
+        recovered >= 0
+          ? `${which} recovers ${(100 * recovered).toFixed(1)}% of that gap${quant ? ' above quantization' : ''} (${kld(adapter)}, ${ppl(adapter)})`
+          : `${which} recovers none of that gap: it costs ${kld(adapter)}, ${(100 * -recovered).toFixed(1)}% of the gap more than the bare gate (${ppl(adapter)})`,
+      );
+    } else first.push(`${which} costs ${kld(adapter)} (${ppl(adapter)})`);
+  }
+  if (first.length > 0) out.push(capitalize(first.join('; ')) + '.');
+  const same = r.configurations.find((c) => c.same_memory === true);
+  if (same && same.window !== undefined) {
+    const state = r.memory ? ` (${bytes(r.memory.state_bytes_per_layer)} per layer)` : '';
+    let s = `A KV window of the same memory as one gated layer's state${state}, softmax attention over the last ${same.window} positions, costs ${kld(same)} (${ppl(same)})`;
+    if (same.window >= r.suite.context) s += ` — at context ${r.suite.context} that window sees every position, so here it is full attention`;
+    const gated = [engine, adapter].filter((c): c is ConfigurationReport => c !== undefined).sort((a, b) => a.kld.mean - b.kld.mean)[0];
+    if (gated) {
+      if (same.kld.mean < gated.kld.mean) {
+        s +=
+          same.kld.mean > 0
+            ? `: ${fmt(gated.kld.mean / same.kld.mean, 3)}× less divergence than ${gated.name}, so the gated state does not beat a KV window of equal memory here`
+            : `: no divergence at all, so the gated state does not beat a KV window of equal memory here`;
+      } else {
+        s += `: ${gated.name} diverges ${fmt(same.kld.mean / Math.max(gated.kld.mean, 1e-300), 3)}× less, so the gated state beats a KV window of equal memory`;
+      }
+    }
+    out.push(s + '.');
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- tables (shared by md and html)
 
 export interface Table {
@@ -200,7 +277,7 @@ export function summaryTable(r: EvalReport): Table {
     title: 'Summary',
     header: ['configuration', 'layers', 'PPL', `PPL / PPL(${r.reference})`, 'mean KLD', 'median KLD', 'p99 KLD', 'max KLD', 'same top p', 'RMS Δp', 'mean Δp'],
     rows: r.configurations.map((c) => [
-      c.name,
+      c.same_memory ? `${c.name} (same memory)` : c.name,
       describeLayers(c.layers),
       pm(c.ppl, c.ppl_stderr),
       pm(c.ppl_ratio.ratio, c.ppl_ratio.ratio_stderr),
@@ -263,7 +340,7 @@ export function memoryTable(r: EvalReport): Table | null {
     header: ['configuration', ...r.memory.contexts.map((t) => `${t} tokens`)],
     rows: cfgs.map((c) => [c.name, ...c.memory_bytes!.map(bytes)]),
     note:
-      `KV cache ${bytes(r.memory.kv_bytes_per_token_per_layer)} per token per softmax layer; gate state ${bytes(r.memory.state_bytes_per_layer)} per gated layer. ` +
+      `KV cache ${bytes(r.memory.kv_bytes_per_token_per_layer)} per token per softmax layer (a window-W layer keeps at most W positions); gate state ${bytes(r.memory.state_bytes_per_layer)} per gated layer. ` +
       r.memory.notes,
   };
 }
@@ -383,14 +460,21 @@ export function headerLines(r: EvalReport): string[] {
   return [
     `model: ${r.model.name} — student ${r.model.student.format} ${r.model.student.storage} (${shortHash(r.model.student.hash)}), teacher ${r.model.teacher.format} ${r.model.teacher.storage} (${shortHash(r.model.teacher.hash)})`,
     `adapter: ${a ? `${a.dir} — layers ${a.layers.join(',')} (${a.semantics}, ${shortHash(a.hash)}); other layers: ${r.rest}` : 'none'}`,
+    ...(a?.base_model?.note ? [`adapter base model: ${a.base_model.status === 'other-base' ? '**other base model** — ' : ''}${a.base_model.note}`] : []),
     `suite: ${r.suite.name} — ${r.suite.description || r.suite.source}; context ${r.suite.context}${r.suite.stride ? `, stride ${r.suite.stride}` : ''}`,
     `tokens: ${r.tokens.scored} scored in ${r.tokens.windows} windows from ${r.tokens.documents} documents (${shortHash(r.tokens.hash)})`,
     `backend: ${r.backend.name} (${r.backend.detail}); synaxim ${r.tool.version}, tfjs ${r.tool.tfjs}, node ${r.tool.node}; ${r.created}; ${fmt(r.wall_s, 3)} s`,
   ];
 }
 
+/** The verdict of a report (computed for reports written before it was stored). */
+export function reportVerdict(r: EvalReport): string[] {
+  return Array.isArray(r.verdict) ? r.verdict : verdictSentences(r);
+}
+
 export function renderMarkdown(r: EvalReport): string {
-  const out = [`# SYNAXIM evaluation: ${r.model.name}, ${r.suite.name}`, '', ...headerLines(r).map((l) => `- ${l}`), ''];
+  const verdict = reportVerdict(r);
+  const out = [`# SYNAXIM evaluation: ${r.model.name}, ${r.suite.name}`, '', ...(verdict.length ? [`**Verdict.** ${verdict.join(' ')}`, ''] : []), ...headerLines(r).map((l) => `- ${l}`), ''];
   for (const t of reportTables(r)) out.push(markdownTable(t), '');
   out.push('Charts (perplexity, KLD distribution, divergence vs position, per-layer error, memory vs context): report.html.');
   return out.join('\n');
@@ -421,12 +505,13 @@ th:first-child, td:first-child { text-align: left; }
 thead th { background: #f4f4f4; }
 td.flag { background: #fff1c2; font-weight: bold; }
 p.note { font-size: 12px; color: #666; max-width: 1000px; }
+p.verdict { font-size: 15px; max-width: 1000px; background: #f6f8fa; border-left: 4px solid #4c78a8; padding: 8px 12px; }
 .charts { display: flex; flex-wrap: wrap; gap: 18px; }
 figure.chart { margin: 0; border: 1px solid #eee; padding: 8px; }
 `;
 
-/** A full HTML page from header lines, tables and rendered charts. Self-contained. */
-export async function htmlPage(title: string, meta: string[], tables: Table[], charts: Chart[], embeddedJson?: unknown): Promise<string> {
+/** A full HTML page from header lines, tables and rendered charts (after an optional lead paragraph). Self-contained. */
+export async function htmlPage(title: string, meta: string[], tables: Table[], charts: Chart[], embeddedJson?: unknown, lead: string[] = []): Promise<string> {
   const svgs = await Promise.all(charts.map(async (c) => `<figure class="chart" id="chart-${htmlEscape(c.id)}" data-title="${htmlEscape(c.title)}">${await renderSvg(c.spec)}</figure>`));
   // The data travels with the page; '<' is escaped so nothing in it can close the script element.
   const data = embeddedJson === undefined ? '' : `\n<script type="application/json" id="report-data">${JSON.stringify(embeddedJson).replace(/</g, '\\u003c')}</script>`;
@@ -439,7 +524,7 @@ export async function htmlPage(title: string, meta: string[], tables: Table[], c
 <style>${CSS}</style>
 </head>
 <body>
-<h1>${htmlEscape(title)}</h1>
+<h1>${htmlEscape(title)}</h1>${lead.length ? `\n<p class="verdict" id="verdict"><strong>Verdict.</strong> ${htmlEscape(lead.join(' '))}</p>` : ''}
 <ul class="meta">
 ${meta.map((m) => `<li>${htmlEscape(m)}</li>`).join('\n')}
 </ul>
@@ -454,7 +539,7 @@ ${svgs.join('\n')}
 }
 
 export async function renderHtml(r: EvalReport): Promise<string> {
-  return htmlPage(`SYNAXIM evaluation: ${r.model.name}, ${r.suite.name}`, headerLines(r), reportTables(r), reportCharts(r), r);
+  return htmlPage(`SYNAXIM evaluation: ${r.model.name}, ${r.suite.name}`, headerLines(r), reportTables(r), reportCharts(r), r, reportVerdict(r));
 }
 
 /** Replace non-finite numbers (JSON has none) with null, recursively. */
@@ -463,8 +548,9 @@ export function jsonSafe<T>(x: T): T {
 }
 
 /**
- * Write report.md, report.html, then report.json (each atomically; an older report.json is removed
- * first, so an interrupted write never leaves a report.json beside files it does not describe).
+ * Write report.md, report.html, then report.json (staged, then renamed in with report.json last;
+ * an older report.json is moved aside first, so an interrupted write never leaves a report.json
+ * beside files it does not describe, and a failed one leaves the older report as it was).
  * Everything is rendered before the first file is touched, which keeps the window in which a kill
  * leaves md/html without a report.json to the few milliseconds of the writes.
  */
@@ -475,10 +561,8 @@ export async function writeReport(dir: string, report: EvalReport): Promise<{ js
   const html = await renderHtml(r);
   const json = JSON.stringify(r, null, 2) + '\n';
   removeStaleTemps(dir); // half-written temporaries of an earlier eval that was killed while writing
-  // An older report.json would vouch for the new md/html if we stopped half-way: drop it first.
-  fs.rmSync(paths.json, { force: true });
-  writeFileAtomic(paths.md, md);
-  writeFileAtomic(paths.html, html);
-  writeFileAtomic(paths.json, json);
+  // All three are staged first (a full disk leaves the older report whole); report.json goes in last
+  // and an older one is moved aside before the first rename, so it never vouches for the new md/html.
+  writeFilesAtomic(dir, [{ name: 'report.md', data: md }, { name: 'report.html', data: html }, { name: 'report.json', data: json }], 'report.json');
   return paths;
 }

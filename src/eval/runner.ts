@@ -11,7 +11,11 @@
  * - `engine` — every layer engine-v0.1.1 (the published engine, no adapter).
  * - `adapter` — adapted layers adapter-v1, the others `rest` (default engine). Needs an adapter.
  * - `hybrid` — adapted layers adapter-v1, the others softmax attention. Needs an adapter.
- * The gated configurations run on the student's weights.
+ * - `window-W` — every layer softmax attention over the last W positions, no parameters: the KV
+ *   window baseline. By default the same-memory window runs (W such that its KV cache is as big as
+ *   one gated layer's state): does the O(1) state beat a KV window of equal memory?
+ * - `engine@L`, `adapter@L` — layers L gated, the others softmax (the layer sweep, src/eval/sweep.ts).
+ * Every configuration but the teacher runs on the student's weights.
  *
  * Windows go through in batches: for each batch the teacher runs once (logits and hidden states
  * kept for the batch only), then each configuration runs and is folded into its accumulators, so
@@ -20,7 +24,7 @@
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { backendInfo } from '../core/backend.ts';
-import { checkSequences, sha256Hex, type Corpus } from '../core/corpus.ts';
+import { checkSequences, encodePrefix, sha256Hex, type Corpus } from '../core/corpus.ts';
 import { fail, InterruptedError } from '../core/errors.ts';
 import { chooseWorkers, WorkerPool } from '../core/workers.ts';
 import { resolveModel, type ResolvedModel } from '../core/registry.ts';
@@ -28,15 +32,27 @@ import { qDim, type ModelConfig } from '../formats/config.ts';
 import { openModel } from '../formats/openModel.ts';
 import { loadTokenizer } from '../formats/tokenizer.ts';
 import type { ModelWeights } from '../formats/weights.ts';
-import { readAdapter, type Adapter } from '../engine/adapter.ts';
-import { breakEvenContext, cachedPositions, DEFAULT_KV_BYTES, DEFAULT_STATE_BYTES, gateStateBytesPerLayer, kvBytesPerTokenPerLayer } from '../engine/memory.ts';
+import { checkAdapterBase, readAdapter, type Adapter } from '../engine/adapter.ts';
+import { breakEvenContext, cachedPositions, DEFAULT_KV_BYTES, DEFAULT_STATE_BYTES, formatBytes, gateStateBytesPerLayer, kvBytesPerTokenPerLayer, sameMemoryWindow } from '../engine/memory.ts';
 import { studentPrefill, type RestPolicy } from '../engine/student.ts';
 import { teacherPrefill } from '../teacher/teacher.ts';
 import type { PrefillResult } from '../teacher/teacher.ts';
 import { contentHash } from './contentHash.ts';
-import { configurationFromStats, REPORT_SCHEMA, type ConfigurationReport, type EvalReport, type LayerPolicy, type MemoryReport, type WeightsInfo } from './report.ts';
-import { ComparisonAccumulator, HiddenAccumulator } from './stats.ts';
-import { buildWindows, describeWindows, positionBucketWidth, readSuiteCorpora, scoredCount, type ConfigurationName, type EvalWindow, type Suite } from './suite.ts';
+import { configurationFromStats, REPORT_SCHEMA, verdictSentences, type ConfigurationReport, type EvalReport, type LayerPolicy, type MemoryReport, type WeightsInfo } from './report.ts';
+import { ComparisonAccumulator, HiddenAccumulator, type PerTokenValues } from './stats.ts';
+import {
+  buildWindows,
+  describeWindows,
+  parseConfigurationName,
+  positionBucketWidth,
+  readSuiteCorpora,
+  scoredCount,
+  type ConfigurationName,
+  type EvalWindow,
+  type Suite,
+  type WindowRequest,
+  docTokensNeeded,
+} from './suite.ts';
 
 import pkg from '../../package.json' with { type: 'json' };
 import { version as vegaVersion } from 'vega';
@@ -47,13 +63,19 @@ export interface RunEvalOptions {
   model: string;
   /** Adapter directory (symbiotic_adapter/ or a directory holding it). */
   adapter?: string | null;
+  /** Apply an adapter whose recorded base model is not this one (warn and record it instead of refusing). */
+  allowOtherBase?: boolean;
   suite: Suite;
   /** Policy of the non-adapted layers in the `adapter` configuration. Default engine. */
   rest?: RestPolicy;
   /** Teacher directory override, or `same` (the student's own weights). */
   teacher?: string;
-  /** Only these configurations (default: the suite's list, else every one that applies). */
+  /** Only these configurations (default: the suite's list, else every one that applies); window baselines come on top. */
   configurations?: ConfigurationName[] | null;
+  /** Window baselines (`window-W`) to add (default: the suite's, by default the same-memory window); [] for none. */
+  windows?: WindowRequest[] | null;
+  /** Skip asked-for configurations that do not apply here (e.g. teacher-on-student-weights without a .symb student) instead of failing. */
+  skipInapplicable?: boolean;
   /** Most tokens fed per batch (default: by vocabulary size, so a batch's logits stay ~256 MB). */
   batchTokens?: number;
   /** Progress and log lines (default: silent). */
@@ -66,6 +88,8 @@ export interface RunEvalOptions {
    * so the report's figures are identical. Default: `chooseWorkers` (1 for tiny jobs or < 2 cores).
    */
   workers?: number | null;
+  /** Receives each configuration's per-token figures once the run is complete (for per_token.safetensors). */
+  perToken?: (configuration: string, values: PerTokenValues) => void;
 }
 
 /** How one configuration computes logits for a batch of windows. */
@@ -75,12 +99,25 @@ interface ConfigurationPlan {
   weights: 'teacher' | 'student';
   layers: LayerPolicy[];
   run: (sequences: number[][], hidden: boolean) => PrefillResult;
+  /** `window-W`: W; `sameMemory` when it is the same-memory window. */
+  window?: number;
+  sameMemory?: boolean;
 }
 
 const REST_TO_POLICY: Record<RestPolicy, LayerPolicy> = { engine: 'engine-v0.1.1', teacher: 'teacher', fixed: 'fixed' };
 
 function layerPolicies(numLayers: number, adapter: Adapter | null, rest: RestPolicy): LayerPolicy[] {
   return Array.from({ length: numLayers }, (_, l) => (adapter && adapter.layers.includes(l) ? 'adapter-v1' : REST_TO_POLICY[rest]));
+}
+
+function windowPolicies(numLayers: number, window: number): LayerPolicy[] {
+  return Array.from({ length: numLayers }, () => `window-${window}` as const);
+}
+
+/** `window-W` in a report's layer list -> W; null for any other policy. */
+export function windowOfPolicy(p: LayerPolicy): number | null {
+  const m = /^window-([0-9]+)$/.exec(p);
+  return m ? Number(m[1]) : null;
 }
 
 /** Teacher and student must be the same network (a conversion changes storage, not shape). */
@@ -103,11 +140,9 @@ function weightsInfo(w: ModelWeights): WeightsInfo {
 export function attentionMemory(c: ModelConfig, layersPerConfiguration: LayerPolicy[][], contexts: number[]): { perConfiguration: number[][]; report: MemoryReport } {
   const kvPerToken = kvBytesPerTokenPerLayer(c, DEFAULT_KV_BYTES);
   const state = gateStateBytesPerLayer(c, DEFAULT_STATE_BYTES);
-  const perConfiguration = layersPerConfiguration.map((layers) => {
-    const softmax = layers.filter((p) => p === 'teacher').length;
-    const gated = layers.length - softmax;
-    return contexts.map((t) => softmax * cachedPositions(c, t) * kvPerToken + gated * state);
-  });
+  // per layer: a softmax layer's KV cache, a window layer's (at most W positions), or one gate state
+  const layerBytes = (p: LayerPolicy, t: number) => (p === 'teacher' ? cachedPositions(c, t) * kvPerToken : windowOfPolicy(p) !== null ? cachedPositions(c, t, windowOfPolicy(p)) * kvPerToken : state);
+  const perConfiguration = layersPerConfiguration.map((layers) => contexts.map((t) => layers.reduce((sum, p) => sum + layerBytes(p, t), 0)));
   const breakEven = breakEvenContext(c);
   return {
     perConfiguration,
@@ -118,11 +153,13 @@ export function attentionMemory(c: ModelConfig, layersPerConfiguration: LayerPol
       kv_bytes_per_token_per_layer: kvPerToken,
       state_bytes_per_layer: state,
       break_even_context: Number.isFinite(breakEven) ? breakEven : null,
+      same_memory_window: sameMemoryWindow(c),
       notes:
         `KV cache = 2 · ${c.numKvHeads} kv heads · ${c.headDim} head_dim values per token (${DEFAULT_KV_BYTES}-byte, as HF holds it)` +
         (c.slidingWindow !== null ? `, at most ${c.slidingWindow} positions (sliding window)` : '') +
         `; gate state = D_q² values with D_q = ${qDim(c)} (${DEFAULT_STATE_BYTES}-byte float32). ` +
-        (Number.isFinite(breakEven) ? `One gate state is smaller than the KV cache it replaces from ${breakEven} tokens on.` : 'The sliding window keeps the KV cache below one gate state.'),
+        (Number.isFinite(breakEven) ? `One gate state is smaller than the KV cache it replaces from ${breakEven} tokens on. ` : 'The sliding window keeps the KV cache below one gate state. ') +
+        `A window layer keeps at most W positions; the same-memory window W = ${sameMemoryWindow(c)} holds as many bytes as one gate state.`,
     },
   };
 }
@@ -236,10 +273,11 @@ export async function prepareWindows(
   let scoredSoFar = 0;
   const enough = () =>
     lazy && ((suite.maxSeqs !== null && nonEmpty >= suite.maxSeqs) || (suite.tokenBudget !== null && scoredSoFar >= suite.tokenBudget));
+  const perDoc = docTokensNeeded(suite);
   outer: for (const c of corpora) {
     for (const text of c.documents) {
       if (enough()) break outer;
-      const ids = tokenizer.encode(text, { addBos: false });
+      const ids = encodePrefix(tokenizer, text, perDoc); // a long document: only the tokens its windows use
       docs.push(ids);
       const withBos = ids.length + (bos === null ? 0 : 1);
       if (withBos >= 2) nonEmpty++;
@@ -261,7 +299,14 @@ export async function prepareWindows(
  * Every configuration that applies to these weights (teacher first), each with how it runs a batch.
  * Shared by `runEval` and its worker threads (`evalUnitInWorker`), so both run the same code.
  */
-export function configurationPlans(teacherWeights: ModelWeights, studentWeights: ModelWeights, adapter: Adapter | null, rest: RestPolicy): ConfigurationPlan[] {
+export function configurationPlans(
+  teacherWeights: ModelWeights,
+  studentWeights: ModelWeights,
+  adapter: Adapter | null,
+  rest: RestPolicy,
+  extra: ConfigurationName[] = [],
+  sameMemory: number | null = null,
+): ConfigurationPlan[] {
   const c = teacherWeights.config;
   const all: ConfigurationPlan[] = [
     {
@@ -304,7 +349,62 @@ export function configurationPlans(teacherWeights: ModelWeights, studentWeights:
       run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest: 'teacher', hidden, guardFinite: false }),
     });
   }
+  for (const name of extra) {
+    const plan = parametricPlan(name, c, studentWeights, adapter, sameMemory);
+    if (plan && !all.some((p) => p.name === plan.name)) all.push(plan);
+  }
   return all;
+}
+
+/** The plan of a parametric configuration (`window-W`, `engine@L`, `adapter@L`); null when it does not apply. */
+function parametricPlan(name: ConfigurationName, c: ModelConfig, studentWeights: ModelWeights, adapter: Adapter | null, sameMemory: number | null): ConfigurationPlan | null {
+  const spec = parseConfigurationName(name);
+  if (!spec || spec.kind === 'fixed') return null;
+  if (spec.kind === 'window') {
+    const W = spec.window;
+    const same = W === sameMemory;
+    const cap = c.slidingWindow !== null && c.slidingWindow < W ? ` (capped by the model's sliding window ${c.slidingWindow})` : '';
+    return {
+      name,
+      description:
+        `every layer softmax attention over the last ${W} positions${cap}, on the student's weights, no parameters` +
+        (same ? `: the same memory as one gated layer's state (${formatBytes(gateStateBytesPerLayer(c))} per layer)` : ''),
+      weights: 'student',
+      layers: windowPolicies(c.numLayers, W),
+      window: W,
+      sameMemory: same,
+      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'teacher', window: W, hidden, guardFinite: false }),
+    };
+  }
+  const { policy, layers } = spec;
+  if (layers.some((l) => l >= c.numLayers)) return null;
+  if (policy === 'adapter' && (!adapter || layers.some((l) => !adapter.layers.includes(l)))) return null;
+  const softmaxLayers = Array.from({ length: c.numLayers }, (_, l) => l).filter((l) => !layers.includes(l));
+  const which = layers.length === 1 ? `layer ${layers[0]}` : `layers ${layers[0]}-${layers[layers.length - 1]}`;
+  return {
+    name,
+    description: `${which} ${policy === 'engine' ? 'engine-v0.1.1' : 'adapter-v1'}, the others softmax attention`,
+    weights: 'student',
+    layers: Array.from({ length: c.numLayers }, (_, l) => (layers.includes(l) ? (policy === 'engine' ? 'engine-v0.1.1' : 'adapter-v1') : 'teacher')),
+    run: (seqs, hidden) =>
+      studentPrefill(studentWeights, seqs, { adapter: policy === 'adapter' ? adapter : null, rest: policy === 'engine' ? 'engine' : 'teacher', softmaxLayers, hidden, guardFinite: false }),
+  };
+}
+
+/** Why a configuration does not apply here (for the error). */
+function whyInapplicable(name: ConfigurationName, c: ModelConfig, adapter: Adapter | null): string {
+  const spec = parseConfigurationName(name);
+  if (spec?.kind === 'layers') {
+    if (spec.layers.some((l) => l >= c.numLayers)) return `the model has layers 0-${c.numLayers - 1}`;
+    if (!adapter) return 'it needs --adapter';
+    return `the adapter has layers ${adapter.layers.join(',')}`;
+  }
+  return name === 'adapter' || name === 'hybrid' ? 'it needs --adapter' : 'the student is not a .symb conversion of another teacher';
+}
+
+/** Window sizes asked for, `same-memory` resolved; ascending. */
+export function resolveWindows(requests: WindowRequest[], c: ModelConfig): number[] {
+  return [...new Set(requests.map((w) => (w === 'same-memory' ? sameMemoryWindow(c) : w)))].sort((a, b) => a - b);
 }
 
 /** What a worker needs to open the same models as `runEval` (structured-cloneable). */
@@ -313,6 +413,9 @@ export interface EvalWorkerSpec {
   teacher: string | null;
   adapter: string | null;
   rest: RestPolicy;
+  /** Parametric configurations (window-W, engine@L, adapter@L) and the same-memory W. */
+  extra: ConfigurationName[];
+  sameMemory: number | null;
 }
 
 /** Worker-side cache: the models of the last spec, kept open between units. */
@@ -332,7 +435,7 @@ export function evalUnitInWorker(spec: EvalWorkerSpec, planName: ConfigurationNa
     const adapter = spec.adapter ? readAdapter(spec.adapter, studentWeights.config) : null;
     workerModels = {
       key,
-      plans: configurationPlans(teacherWeights, studentWeights, adapter, spec.rest),
+      plans: configurationPlans(teacherWeights, studentWeights, adapter, spec.rest, spec.extra, spec.sameMemory),
       close: () => {
         if (studentWeights !== teacherWeights) studentWeights.close();
         teacherWeights.close();
@@ -425,16 +528,25 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
     checkSameShape(c, studentWeights.config, resolved.teacherDir, resolved.studentDir);
     const adapter = opts.adapter ? readAdapter(opts.adapter, studentWeights.config) : null;
     const adapterDir = adapter?.source ? path.dirname(adapter.source) : null;
+    // The adapter's recorded base model against the student it is applied to (refused unless allowed).
+    const baseCheck = adapter ? checkAdapterBase(adapter, studentWeights.dir, studentWeights.config, (d) => contentHash(d), opts.allowOtherBase ?? false) : null;
+    if (baseCheck?.note) log(`eval: ${baseCheck.status === 'other-base' ? 'warning: ' : 'note: '}${baseCheck.note}`);
 
     // ---- the plan: which configurations, on which weights, with which layer policies
-    const all = configurationPlans(teacherWeights, studentWeights, adapter, rest);
-    const wanted = opts.configurations ?? suite.configurations;
+    const requested = opts.configurations ?? suite.configurations;
+    // Window baselines come on top of the configurations asked for (every report answers "does the
+    // state beat a KV window of equal memory?" unless told `--window none`).
+    const windowRequests = opts.windows ?? suite.windows;
+    const sameMemory = windowRequests.includes('same-memory') ? sameMemoryWindow(c) : null;
+    const windowNames = resolveWindows(windowRequests, c).map((W) => `window-${W}` as ConfigurationName);
+    const extra = [...new Set([...(requested ?? []).filter((n) => parseConfigurationName(n)?.kind !== 'fixed'), ...windowNames])];
+    const all = configurationPlans(teacherWeights, studentWeights, adapter, rest, extra, sameMemory);
+    let wanted = requested ? [...requested, ...windowNames] : null;
     if (wanted) {
       for (const w of wanted) {
-        if (!all.some((p) => p.name === w)) {
-          fail(null, `configuration '${w}' does not apply here (${w === 'adapter' || w === 'hybrid' ? 'it needs --adapter' : 'the student is not a .symb conversion of another teacher'})`);
-        }
+        if (!all.some((p) => p.name === w) && !opts.skipInapplicable) fail(null, `configuration '${w}' does not apply here (${whyInapplicable(w, c, adapter)})`);
       }
+      wanted = wanted.filter((w) => all.some((p) => p.name === w));
     }
     // The teacher always runs: it is the reference.
     const plans = all.filter((p) => p.name === 'teacher' || !wanted || wanted.includes(p.name));
@@ -507,7 +619,7 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
         await stopIfInterrupted();
       }
     } else {
-      const spec: EvalWorkerSpec = { model: opts.model, teacher: opts.teacher ?? null, adapter: opts.adapter ?? null, rest };
+      const spec: EvalWorkerSpec = { model: opts.model, teacher: opts.teacher ?? null, adapter: opts.adapter ?? null, rest, extra, sameMemory };
       await runUnitsInWorkers(workers, totalUnits, (unit) => [spec, plans[unit % plans.length]!.name, batches[Math.floor(unit / plans.length)]!.map((w) => w.ids), wantHidden], accumulate, signals.interrupted);
       await stopIfInterrupted();
     }
@@ -517,16 +629,19 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
 
     const configurations: ConfigurationReport[] = plans.map((p, i) =>
       configurationFromStats(
-        { name: p.name, description: p.description, weights: p.weights, layers: p.layers, wall_s: wall.get(p.name)! },
+        { name: p.name, description: p.description, weights: p.weights, layers: p.layers, wall_s: wall.get(p.name)!, ...(p.window !== undefined ? { window: p.window, same_memory: p.sameMemory === true } : {}) },
         acc.get(p.name)!.result(),
         wantHidden && p.name !== 'teacher' ? hid.get(p.name)!.result() : null,
         memory ? memory.perConfiguration[i]! : null,
       ),
     );
+    if (opts.perToken) for (const p of plans) opts.perToken(p.name, acc.get(p.name)!.perToken());
     const info = backendInfo();
-    return {
+    const sameMemoryRun = plans.some((p) => p.sameMemory) ? sameMemory : null;
+    const report: EvalReport = {
       schema: REPORT_SCHEMA,
       created: new Date().toISOString(),
+      verdict: [], // filled in below, from the figures
       tool: { name: 'synaxim', version: pkg.version, node: process.version, tfjs: tf.version_core, vega: vegaVersion, vega_lite: vegaLiteVersion },
       backend: { name: info.backend, detail: info.detail },
       model: {
@@ -547,7 +662,16 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
       },
       adapter:
         adapter && adapterDir
-          ? { dir: adapterDir, hash: contentHash(adapterDir), layers: adapter.layers, semantics: String(adapter.config.semantics ?? 'adapter-v1') }
+          ? {
+              dir: adapterDir,
+              hash: contentHash(adapterDir),
+              layers: adapter.layers,
+              semantics: String(adapter.config.semantics ?? 'adapter-v1'),
+              format: adapter.format ?? 'safetensors',
+              base_model: baseCheck
+                ? { status: baseCheck.status, name: baseCheck.recorded.name, recorded_hash: baseCheck.recorded.contentHash, model_hash: baseCheck.modelHash, note: baseCheck.note }
+                : null,
+            }
           : null,
       rest: REST_TO_POLICY[rest],
       suite: {
@@ -565,9 +689,12 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
       tokens: { scored, windows: windows.length, documents: prep.documents, fed, hash: windowsHash(windows) },
       reference: 'teacher',
       wall_s: (performance.now() - t0) / 1000,
+      same_memory_window: sameMemoryRun,
       configurations,
       memory: memory ? memory.report : null,
     };
+    report.verdict = verdictSentences(report);
+    return report;
   } finally {
     signals.stop();
     if (studentWeights !== teacherWeights) studentWeights.close();

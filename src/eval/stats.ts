@@ -248,6 +248,22 @@ class GrowingArray {
   sorted(): Float64Array {
     return this.buf.slice(0, this.length).sort();
   }
+  /** The values in the order they came, as float32 (per-token figures for paired comparisons). */
+  float32(): Float32Array {
+    return Float32Array.from(this.buf.subarray(0, this.length));
+  }
+}
+
+/** Per-token figures of one configuration in scoring order (what paired comparisons between runs need). */
+export interface PerTokenValues {
+  /** −log p(target) */
+  nll: Float32Array;
+  /** KL(reference ‖ configuration) */
+  kld: Float32Array;
+  /** 1 where the argmax agrees with the reference's */
+  same_top: Uint8Array;
+  /** p(target) − p_reference(target) */
+  delta_p: Float32Array;
 }
 
 class BucketAccumulator {
@@ -279,6 +295,10 @@ export class ComparisonAccumulator {
   private maxAbsDeltaP = 0;
   private sameTop = 0;
   private readonly kldValues = new GrowingArray();
+  // per-token values in scoring order, for paired comparisons between runs (src/eval/perToken.ts)
+  private readonly nllValues = new GrowingArray();
+  private readonly deltaPValues = new GrowingArray();
+  private readonly sameTopValues = new GrowingArray();
   private readonly buckets = new Map<number, BucketAccumulator>();
   private scorer: RowScorer | null = null;
 
@@ -298,6 +318,9 @@ export class ComparisonAccumulator {
     this.nllPair.add(s.nll, s.nllRef);
     this.kld.add(s.kld);
     this.kldValues.push(s.kld);
+    this.nllValues.push(s.nll);
+    this.deltaPValues.push(s.deltaP);
+    this.sameTopValues.push(s.sameTop ? 1 : 0);
     this.deltaP.add(s.deltaP);
     this.deltaP2.add(s.deltaP * s.deltaP);
     this.maxAbsDeltaP = Math.max(this.maxAbsDeltaP, Math.abs(s.deltaP));
@@ -331,6 +354,11 @@ export class ComparisonAccumulator {
     for (let r = firstScored; r < T - 1; r++) {
       this.addRow(ref.subarray(r * vocab, (r + 1) * vocab), cand.subarray(r * vocab, (r + 1) * vocab), ids[r + 1]!, r);
     }
+  }
+
+  /** Every scored token's figures, in the order they were added. */
+  perToken(): PerTokenValues {
+    return { nll: this.nllValues.float32(), kld: this.kldValues.float32(), same_top: Uint8Array.from(this.sameTopValues.float32()), delta_p: this.deltaPValues.float32() };
   }
 
   result(): ComparisonStats {

@@ -23,15 +23,79 @@ import path from 'node:path';
 import { fail } from '../core/errors.ts';
 import { CONFIGS_DIR } from '../core/paths.ts';
 import { defaultCorpus, readCorpus, type Corpus } from '../core/corpus.ts';
-import { jsonErrorText } from '../formats/config.ts';
+import { MAX_CONFIG_BYTES, parseJsonBytes } from '../formats/config.ts';
+import { readSmallRegularFile } from '../core/fileio.ts';
 
 export const SUITES_DIR = path.join(CONFIGS_DIR, 'suites');
 
 export const METRICS = ['ppl', 'kld', 'same_top_p', 'delta_p', 'hidden', 'position', 'memory'] as const;
 export type Metric = (typeof METRICS)[number];
 
+/** The configurations with fixed names. */
 export const CONFIGURATIONS = ['teacher', 'teacher-on-student-weights', 'engine', 'adapter', 'hybrid'] as const;
-export type ConfigurationName = (typeof CONFIGURATIONS)[number];
+export type FixedConfigurationName = (typeof CONFIGURATIONS)[number];
+/**
+ * A configuration name: a fixed one, or a parametric one —
+ * - `window-W`: every layer softmax attention over the last W positions, on the student's weights;
+ * - `engine@L`, `adapter@L` (L = a layer `3` or a range `0-2`): those layers gated (engine-v0.1.1 /
+ *   adapter-v1), the others softmax attention, on the student's weights (`synaxim sweep`).
+ */
+export type ConfigurationName = FixedConfigurationName | `window-${number}` | `engine@${string}` | `adapter@${string}`;
+/** What a configuration name means. */
+export type ConfigurationSpec =
+  | { kind: 'fixed'; name: FixedConfigurationName }
+  | { kind: 'window'; window: number }
+  | { kind: 'layers'; policy: 'engine' | 'adapter'; layers: number[] };
+/** The names in words, for help and errors. */
+export const CONFIGURATION_NAMES_HELP = `${CONFIGURATIONS.join(', ')}, window-W, engine@L, adapter@L (L a layer or a range like 0-2)`;
+
+/** Parse a configuration name; null when it is none. */
+export function parseConfigurationName(name: string): ConfigurationSpec | null {
+  if ((CONFIGURATIONS as readonly string[]).includes(name)) return { kind: 'fixed', name: name as FixedConfigurationName };
+  const w = /^window-([1-9][0-9]{0,8})$/.exec(name);
+  if (w) return { kind: 'window', window: Number(w[1]) };
+  const g = /^(engine|adapter)@(0|[1-9][0-9]{0,4})(?:-(0|[1-9][0-9]{0,4}))?$/.exec(name);
+  if (g) {
+    const a = Number(g[2]);
+    const b = g[3] === undefined ? a : Number(g[3]);
+    if (b < a) return null;
+    return { kind: 'layers', policy: g[1] as 'engine' | 'adapter', layers: Array.from({ length: b - a + 1 }, (_, i) => a + i) };
+  }
+  return null;
+}
+
+/** The name of the configuration whose layers are `policy` on `layers` (contiguous) and softmax elsewhere. */
+export function layersConfigurationName(policy: 'engine' | 'adapter', layers: number[]): ConfigurationName {
+  const lo = Math.min(...layers);
+  const hi = Math.max(...layers);
+  if (hi - lo + 1 !== layers.length) throw new Error(`layersConfigurationName: layers ${layers.join(',')} are not a contiguous range`);
+  return `${policy}@${lo === hi ? lo : `${lo}-${hi}`}`;
+}
+
+/** Window baselines asked for: sizes W, and `same-memory` (the W whose KV cache is as big as one gated layer's state). */
+export type WindowRequest = number | 'same-memory';
+/** By default every report carries the same-memory window. */
+export const DEFAULT_WINDOWS: WindowRequest[] = ['same-memory'];
+
+/**
+ * `--window W[,W2…]` / `none`: the window sizes plus the same-memory window; `none` alone: no
+ * window baseline at all. (`same-memory` may be named too.)
+ */
+export function parseWindowFlag(text: string, flag = '--window'): WindowRequest[] {
+  const parts = text.split(',').map((x) => x.trim()).filter(Boolean);
+  if (parts.length === 0) fail(null, `${flag}: give window sizes (comma-separated) or 'none'`);
+  if (parts.includes('none')) {
+    if (parts.length > 1) fail(null, `${flag}: 'none' excludes window sizes`);
+    return [];
+  }
+  const sizes = parts.map((p) => {
+    if (p === 'same-memory') return null;
+    if (!/^[1-9][0-9]{0,8}$/.test(p)) fail(null, `${flag}: '${p}' is not a window size (a positive integer), 'same-memory' or 'none'`);
+    return Number(p);
+  });
+  const unique: WindowRequest[] = [...new Set(sizes.filter((x): x is number => x !== null))].sort((a, b) => a - b);
+  return [...unique, 'same-memory'];
+}
 
 /**
  * A corpus: a file (JSONL with a `text` field per line, or plain text with documents separated by
@@ -71,6 +135,8 @@ export interface Suite {
   metrics: Metric[];
   /** Configurations to run (null: every one that applies). */
   configurations: ConfigurationName[] | null;
+  /** Window baselines added (`window-W` configurations); [] for none. */
+  windows: WindowRequest[];
   /** Width of the divergence-by-position buckets (null: context/16, at least 1). */
   positionBucket: number | null;
   /** Context lengths for the state-memory vs KV-cache table. */
@@ -122,6 +188,26 @@ function parseCorpus(file: string, baseDir: string, raw: unknown, i: number): Co
   return { kind: 'file', path: resolveInside(file, baseDir, o.path as string), maxDocs };
 }
 
+function configurationsField(file: string, j: Json): ConfigurationName[] | null {
+  const v = j.configurations;
+  if (v === undefined || v === null) return null;
+  if (!Array.isArray(v) || v.length === 0) fail(file, `'configurations' must be a non-empty list`);
+  for (const x of v) {
+    if (typeof x !== 'string' || !parseConfigurationName(x)) fail(file, `'configurations': unknown entry ${JSON.stringify(x)} (known: ${CONFIGURATION_NAMES_HELP})`);
+  }
+  return [...new Set(v as ConfigurationName[])];
+}
+
+function windowsField(file: string, j: Json): WindowRequest[] {
+  const v = j.windows;
+  if (v === undefined || v === null) return DEFAULT_WINDOWS;
+  if (!Array.isArray(v)) fail(file, `'windows' must be a list of window sizes and/or "same-memory" ([] for none)`);
+  for (const x of v) {
+    if (x !== 'same-memory' && !(typeof x === 'number' && Number.isInteger(x) && x >= 1)) fail(file, `'windows': ${JSON.stringify(x)} is not a positive integer or "same-memory"`);
+  }
+  return [...new Set(v as WindowRequest[])];
+}
+
 function listField<T extends string>(file: string, j: Json, key: string, allowed: readonly T[]): T[] | null {
   const v = j[key];
   if (v === undefined || v === null) return null;
@@ -134,7 +220,7 @@ function listField<T extends string>(file: string, j: Json, key: string, allowed
 export function parseSuite(j: unknown, file: string): Suite {
   if (typeof j !== 'object' || j === null || Array.isArray(j)) fail(file, 'a suite must be a JSON object');
   const o = j as Json;
-  const known = ['name', 'description', 'corpora', 'concatenate', 'context', 'stride', 'max_seqs', 'token_budget', 'metrics', 'configurations', 'position_bucket', 'memory_contexts'];
+  const known = ['name', 'description', 'corpora', 'concatenate', 'context', 'stride', 'max_seqs', 'token_budget', 'metrics', 'configurations', 'windows', 'position_bucket', 'memory_contexts'];
   for (const k of Object.keys(o)) if (!known.includes(k)) fail(file, `unknown field '${k}' (known: ${known.join(', ')})`);
   const baseDir = path.dirname(path.resolve(file));
   if (!Array.isArray(o.corpora) || o.corpora.length === 0) fail(file, `'corpora' must be a non-empty list`);
@@ -161,7 +247,8 @@ export function parseSuite(j: unknown, file: string): Suite {
     maxSeqs: intField(file, o, 'max_seqs', 1, null),
     tokenBudget: intField(file, o, 'token_budget', 1, null),
     metrics: listField(file, o, 'metrics', METRICS) ?? [...METRICS],
-    configurations: listField(file, o, 'configurations', CONFIGURATIONS),
+    configurations: configurationsField(file, o),
+    windows: windowsField(file, o),
     positionBucket: intField(file, o, 'position_bucket', 1, null),
     memoryContexts,
   };
@@ -184,20 +271,9 @@ export function loadSuite(nameOrFile: string): Suite {
     file = path.join(SUITES_DIR, `${nameOrFile}.json`);
     if (!fs.existsSync(file)) fail(null, `--suite: unknown suite '${nameOrFile}' (built-in: ${builtinSuiteNames().join(', ') || 'none'}; or give a file)`);
   } else file = nameOrFile;
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    return fail(file, code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a directory, not a suite file' : `cannot read (${code})`);
-  }
-  let j: unknown;
-  try {
-    j = JSON.parse(text);
-  } catch (e) {
-    return fail(file, `invalid JSON (${jsonErrorText(e)})`);
-  }
-  return parseSuite(j, file);
+  // A regular file of a sane size (a FIFO is refused, never waited on).
+  const bytes = readSmallRegularFile(file, MAX_CONFIG_BYTES, 'a suite file', 'file not found', 'suite file');
+  return parseSuite(parseJsonBytes(file, bytes), file);
 }
 
 /** The ad-hoc suite of `--corpus FILE --context N --max-seqs N` (a user path: may be anywhere). */
@@ -224,6 +300,7 @@ export function adHocSuite(opts: { corpus: string; context: number; maxSeqs?: nu
     tokenBudget,
     metrics: [...METRICS],
     configurations: null,
+    windows: DEFAULT_WINDOWS,
     positionBucket: null,
     memoryContexts: DEFAULT_MEMORY_CONTEXTS,
   };
@@ -292,6 +369,21 @@ export function buildWindows(
     }
   }
   return out;
+}
+
+/**
+ * Tokens of a document (without BOS) the suite's windows can use, so that a long document is
+ * tokenized only that far (encodePrefix; the windows come out the same): one window per document
+ * uses `context` tokens; sliding windows use (max_seqs − 1)·stride + context, or token_budget +
+ * context; Infinity when nothing bounds them. One more than needed, so a document cut there still
+ * looks longer than the last window to buildWindows.
+ */
+export function docTokensNeeded(s: Pick<Suite, 'context' | 'stride' | 'maxSeqs' | 'tokenBudget'>): number {
+  if (s.stride === null) return s.context + 1;
+  let n = Infinity;
+  if (s.maxSeqs !== null) n = Math.min(n, (s.maxSeqs - 1) * s.stride + s.context);
+  if (s.tokenBudget !== null) n = Math.min(n, s.tokenBudget + s.context);
+  return n + 1;
 }
 
 /** Read every corpus of a suite (documents in order, each corpus cut to its max_docs). */

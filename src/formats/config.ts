@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fail } from '../core/errors.ts';
+import { MiB, readSmallRegularFile, snippet } from '../core/fileio.ts';
 
 export type Architecture = 'llama' | 'mistral' | 'qwen2';
 
@@ -80,6 +81,16 @@ function positiveNumber(file: string, j: Json, key: string, fallback?: number): 
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(file, `'${key}' must be a positive number, got ${JSON.stringify(v)}`);
   return v;
 }
+/**
+ * A boolean field: true, false, or absent/null (the fallback). Anything else is refused — the
+ * string "false" is truthy, so Boolean() would read `"tie_word_embeddings": "false"` as true.
+ */
+function optionalBool(file: string, j: Json, key: string, fallback: boolean): boolean {
+  const v = j[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'boolean') fail(file, `'${key}' must be true or false, got ${snippet(JSON.stringify(v) ?? String(v), 40)}`);
+  return v;
+}
 function optionalId(file: string, j: Json, key: string): number | null {
   const v = j[key];
   if (v === undefined || v === null) return null;
@@ -140,8 +151,8 @@ export function parseHfConfig(j: Json, file = 'config.json'): ModelConfig {
   const act = j.hidden_act ?? 'silu';
   if (act !== 'silu') fail(file, `unsupported hidden_act ${JSON.stringify(act)} (supported: silu)`);
   if (j.num_local_experts !== undefined || j.num_experts !== undefined) fail(file, 'mixture-of-experts models are not supported');
-  if (j.mlp_bias === true) fail(file, 'mlp_bias is not supported');
-  if (j.use_sliding_window === true && architecture === 'qwen2') fail(file, 'qwen2 sliding-window attention is not supported');
+  if (optionalBool(file, j, 'mlp_bias', false)) fail(file, 'mlp_bias is not supported');
+  if (optionalBool(file, j, 'use_sliding_window', false) && architecture === 'qwen2') fail(file, 'qwen2 sliding-window attention is not supported');
 
   const hiddenSize = positiveInt(file, j, 'hidden_size');
   const numHeads = positiveInt(file, j, 'num_attention_heads');
@@ -176,8 +187,8 @@ export function parseHfConfig(j: Json, file = 'config.json'): ModelConfig {
     ropeTheta: positiveNumber(file, j, 'rope_theta', 10000),
     ropeScaling: parseRopeScaling(file, j.rope_scaling),
     slidingWindow,
-    tieWordEmbeddings: j.tie_word_embeddings === undefined ? false : Boolean(j.tie_word_embeddings),
-    attentionBias: architecture === 'qwen2' ? true : j.attention_bias === true,
+    tieWordEmbeddings: optionalBool(file, j, 'tie_word_embeddings', false),
+    attentionBias: optionalBool(file, j, 'attention_bias', false) || architecture === 'qwen2',
     bosTokenId: optionalId(file, j, 'bos_token_id'),
     eosTokenIds,
     torchDtype: typeof j.torch_dtype === 'string' ? j.torch_dtype : null,
@@ -222,7 +233,7 @@ export function parseSymbConfig(j: Json, file = 'config.symb.json', hfHints: Par
     ropeTheta: positiveNumber(file, j, 'rope_theta', 10000),
     ropeScaling: hfHints.ropeScaling ?? null,
     slidingWindow: hfHints.slidingWindow ?? null,
-    tieWordEmbeddings: j.tie_word_embeddings === undefined ? false : Boolean(j.tie_word_embeddings),
+    tieWordEmbeddings: optionalBool(file, j, 'tie_word_embeddings', false),
     attentionBias: hfHints.attentionBias ?? false,
     bosTokenId: hfHints.bosTokenId ?? 1,
     eosTokenIds: hfHints.eosTokenIds ?? [2],
@@ -230,19 +241,44 @@ export function parseSymbConfig(j: Json, file = 'config.symb.json', hfHints: Par
   });
 }
 
-/** Read and parse a JSON file with one-line errors. */
-export function readJsonFile(file: string): Json {
+/** Largest JSON config (config.json, config.symb.json, tokenizer_config.json, adapter_config.json, a suite) we read. */
+export const MAX_CONFIG_BYTES = 4 * MiB;
+/** Largest tokenizer file we read (Gemma's 256k-entry tokenizer.json is 33 MiB; Llama 3's 9 MiB). */
+export const MAX_TOKENIZER_BYTES = 64 * MiB;
+
+export interface ReadJsonOptions {
+  /** The model directory the file must resolve inside (symlinks included; see requireInsideModelDir). */
+  within?: string;
+  /** Size limit (default MAX_CONFIG_BYTES). */
+  maxBytes?: number;
+  /** What the file is, for the size message (default "a JSON config"). */
+  what?: string;
+}
+
+/**
+ * Read and parse a JSON file with one-line errors: a regular file of a sane size (never a FIFO,
+ * device or directory; see readSmallRegularFile), inside `within` when given, valid UTF-8 JSON.
+ */
+export function readJsonFile(file: string, opts: ReadJsonOptions = {}): Json {
+  if (opts.within !== undefined) requireInsideModelDir(opts.within, file);
+  const bytes = readSmallRegularFile(file, opts.maxBytes ?? MAX_CONFIG_BYTES, opts.what ?? 'a JSON config');
+  return parseJsonBytes(file, bytes) as Json;
+}
+
+/** JSON from bytes: one-line errors that quote at most a short, sanitized snippet of the text. */
+export function parseJsonBytes(file: string, bytes: Uint8Array, what = 'JSON'): unknown {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    fail(file, code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? String(e)})`);
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes); // ignoreBOM: keep it, to refuse it
+  } catch {
+    return fail(file, `invalid ${what} (not UTF-8 text)`);
   }
+  // The reference readers (Python's json) refuse a byte-order mark; JSON.parse would too, with a confusing message.
+  if (text.startsWith('\uFEFF')) fail(file, `invalid ${what} (starts with a UTF-8 byte-order mark)`);
   try {
-    return JSON.parse(text) as Json;
+    return JSON.parse(text);
   } catch (e) {
-    fail(file, `invalid JSON (${jsonErrorText(e)})`);
+    return fail(file, `invalid ${what} (${jsonErrorText(e)})`);
   }
 }
 
@@ -254,8 +290,7 @@ export const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
  * a broken file holds included.
  */
 export function jsonErrorText(e: unknown): string {
-  const message = String((e as Error)?.message ?? e);
-  return message.replace(new RegExp(CONTROL_CHARS.source, 'g'), ' ').replace(/\s+/g, ' ').trim();
+  return snippet(String((e as Error)?.message ?? e), 120);
 }
 
 function isWithin(root: string, p: string): boolean {
@@ -272,16 +307,25 @@ function isWithin(root: string, p: string): boolean {
  * whoever opens it reports that.
  */
 export function requireInsideModelDir(modelDir: string, file: string): void {
+  const real = outsideModelDir(modelDir, file);
+  if (real !== null) fail(file, `resolves (through a symlink) to ${real}, outside the model directory ${modelDir}; refusing to read it`);
+}
+
+/**
+ * Where `file` really is when that is outside `modelDir` (the hub cache's blobs/ counting as
+ * inside); null when it is inside, or does not resolve (a missing file, a dangling link, a loop).
+ */
+export function outsideModelDir(modelDir: string, file: string): string | null {
   let real: string;
   let root: string;
   try {
     real = fs.realpathSync(file);
     root = fs.realpathSync(modelDir);
   } catch {
-    return;
+    return null;
   }
-  if (isWithin(root, real)) return;
+  if (isWithin(root, real)) return null;
   const snapshots = path.dirname(root);
-  if (path.basename(snapshots) === 'snapshots' && isWithin(path.join(path.dirname(snapshots), 'blobs'), real)) return;
-  fail(file, `resolves (through a symlink) to ${real}, outside the model directory ${modelDir}; refusing to read it`);
+  if (path.basename(snapshots) === 'snapshots' && isWithin(path.join(path.dirname(snapshots), 'blobs'), real)) return null;
+  return real;
 }

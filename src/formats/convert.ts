@@ -8,9 +8,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fail } from '../core/errors.ts';
 import { writeDirAtomic, writeFileAtomic } from '../core/atomic.ts';
-import { type ModelConfig, parseHfConfig, readJsonFile } from './config.ts';
+import { type ModelConfig, MAX_TOKENIZER_BYTES, parseHfConfig, readJsonFile, requireInsideModelDir } from './config.ts';
+import { entryExists, readSmallRegularFile } from '../core/fileio.ts';
 import { SafetensorsCheckpoint } from './safetensors.ts';
-import { type SymbMethod, SYMB_METHODS, encodeSymbTensor, encodingFor } from './symb.ts';
+import { type SymbMethod, MAX_GROUP_SIZE, SYMB_METHODS, encodeSymbTensor, encodingFor } from './symb.ts';
 import { DEFAULT_SYMB_NAMES, SYMB_CONFIG_FILE, symbTensorSpecs } from './symbModel.ts';
 
 /** Files a tokenizer may consist of; whichever exist are copied into `tokenizer/`. */
@@ -124,6 +125,8 @@ export interface ConvertOptions {
   groupSize?: number;
   /** Progress lines (one per tensor). */
   log?: (line: string) => void;
+  /** Write into a directory that holds other files too, keeping them (the CLI's --overwrite). */
+  overwrite?: boolean;
 }
 
 export interface ConvertResult {
@@ -144,13 +147,18 @@ function isIgnorable(name: string, c: ModelConfig): boolean {
   return c.tieWordEmbeddings && name === 'lm_head.weight'; // tied checkpoints sometimes store the copy
 }
 
+/** Entries a conversion writes into its output directory (anything else there is the user's). */
+export function isSymbOutputEntry(name: string): boolean {
+  return name.endsWith('.symb') || name === SYMB_CONFIG_FILE || name === TOKENIZER_DIR || name === 'layers';
+}
+
 /** Convert an HF checkpoint directory into a .symb directory `outDir` (replaced atomically). */
 export async function convertHfToSymb(hfDir: string, outDir: string, options: ConvertOptions): Promise<ConvertResult> {
   const started = Date.now();
   const method = options.quantize;
   const groupSize = options.groupSize ?? DEFAULT_GROUP_SIZE;
   if (!SYMB_METHODS.includes(method)) fail(null, `--quantize ${JSON.stringify(method)}: expected one of ${SYMB_METHODS.join(', ')}`);
-  if (!Number.isInteger(groupSize) || groupSize <= 0) fail(null, `--group-size ${groupSize}: expected a positive integer`);
+  if (!Number.isInteger(groupSize) || groupSize <= 0 || groupSize > MAX_GROUP_SIZE) fail(null, `--group-size ${groupSize}: expected an integer in 1..${MAX_GROUP_SIZE}`);
   const log = options.log ?? (() => {});
 
   const src = path.resolve(hfDir);
@@ -160,10 +168,11 @@ export async function convertHfToSymb(hfDir: string, outDir: string, options: Co
   if (out === src || src.startsWith(out + path.sep)) fail(outDir, 'the output directory must not be (or contain) the input directory');
   if (fs.existsSync(out)) {
     if (!fs.statSync(out).isDirectory()) fail(outDir, 'exists and is not a directory');
+    // With overwrite (the CLI's --overwrite, after checkOutput) files a conversion does not write are kept.
     const looksSymb = fs.existsSync(path.join(out, SYMB_CONFIG_FILE));
-    if (!looksSymb && fs.readdirSync(out).length > 0) fail(outDir, 'exists, is not empty and is not a .symb directory; refusing to replace it');
+    if (!options.overwrite && !looksSymb && fs.readdirSync(out).length > 0) fail(outDir, 'exists, is not empty and is not a .symb directory; refusing to replace it');
   }
-  const hfConfig = readJsonFile(configPath);
+  const hfConfig = readJsonFile(configPath, { within: src });
   const config = parseHfConfig(hfConfig, configPath);
   const ckpt = SafetensorsCheckpoint.open(src);
   try {
@@ -174,7 +183,13 @@ export async function convertHfToSymb(hfDir: string, outDir: string, options: Co
       if (!wanted.has(name) && !isIgnorable(name, config)) fail(ckpt.file(name), `unexpected tensor '${name}' (not part of a ${config.architecture} model as config.json describes it)`);
     }
     const modelName = path.basename(src);
-    const tokenizerFiles = TOKENIZER_FILES.filter((f) => fs.existsSync(path.join(src, f)));
+    const tokenizerFiles = TOKENIZER_FILES.filter((f) => entryExists(path.join(src, f)));
+    // Copied files are read like every other: inside the model directory, regular, of a sane size.
+    const tokenizerBytes = tokenizerFiles.map((f) => {
+      const file = path.join(src, f);
+      requireInsideModelDir(src, file);
+      return readSmallRegularFile(file, MAX_TOKENIZER_BYTES, 'a tokenizer file');
+    });
     let parameters = 0;
     let bytes = 0;
     await writeDirAtomic(out, (tmp) => {
@@ -193,10 +208,8 @@ export async function convertHfToSymb(hfDir: string, outDir: string, options: Co
       }
       const json = symbConfigJson(config, modelName, method, groupSize, hfConfig);
       writeFileAtomic(path.join(tmp, SYMB_CONFIG_FILE), pythonJsonDumps(json));
-      for (const f of tokenizerFiles) {
-        writeFileAtomic(path.join(tmp, TOKENIZER_DIR, f), fs.readFileSync(path.join(src, f)));
-      }
-    });
+      tokenizerFiles.forEach((f, i) => writeFileAtomic(path.join(tmp, TOKENIZER_DIR, f), tokenizerBytes[i]!));
+    }, { isOurs: isSymbOutputEntry, marker: SYMB_CONFIG_FILE });
     return { outDir: out, method, groupSize, tensors: specs.length, parameters, bytes, tokenizerFiles, seconds: (Date.now() - started) / 1000 };
   } finally {
     ckpt.close();

@@ -23,7 +23,7 @@ export class HfWeights implements ModelWeights {
     this.dir = dir;
     const configFile = path.join(dir, 'config.json');
     requireInsideModelDir(dir, configFile);
-    this.config = parseHfConfig(readJsonFile(configFile), configFile);
+    this.config = parseHfConfig(readJsonFile(configFile, { within: dir }), configFile);
     this.ckpt = SafetensorsCheckpoint.open(dir);
     try {
       this.storage = this.ckpt.info('model.embed_tokens.weight').dtype;

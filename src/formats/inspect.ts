@@ -44,7 +44,7 @@ export interface ModelDescription {
 
 function describeHf(dir: string): Omit<ModelDescription, 'parameterCount' | 'totalBytes' | 'fp16Bytes' | 'compressionVsFp16' | 'bitsPerParameter'> {
   const configPath = path.join(dir, 'config.json');
-  const config = parseHfConfig(readJsonFile(configPath), configPath);
+  const config = parseHfConfig(readJsonFile(configPath, { within: dir }), configPath);
   const ckpt = SafetensorsCheckpoint.open(dir);
   try {
     const tensors = ckpt.names().map((name) => {

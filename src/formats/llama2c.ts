@@ -23,7 +23,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fail } from '../core/errors.ts';
-import { readExactly, regularFileSize } from '../core/fileio.ts';
+import { openRegularFile, readExactly, readSmallRegularFile } from '../core/fileio.ts';
+import { MAX_TOKENIZER_BYTES } from './config.ts';
 import { writeDirAtomic, writeFileAtomic } from '../core/atomic.ts';
 import { writeSafetensors, type StTensorToWrite } from './safetensors.ts';
 
@@ -148,8 +149,7 @@ export function permuteToRotateHalf<T extends Float32Array | Uint8Array>(w: T, n
 
 /** Read and check a checkpoint's header against its file size. */
 export function readLlama2cConfig(file: string): Llama2cConfig {
-  const size = regularFileSize(file);
-  const fd = fs.openSync(file, 'r');
+  const { fd, size } = openRegularFile(file, { expected: 'file' });
   try {
     const config = parseLlama2cHeader(file, readExactly(fd, file, Math.min(size, LLAMA2C_HEADER_BYTES), 0));
     const { fileBytes } = llama2cLayout(config);
@@ -170,7 +170,7 @@ export function readLlama2cAsHf(file: string): { config: Llama2cConfig; tensors:
   const config = readLlama2cConfig(file);
   const { blocks } = llama2cLayout(config);
   const block = new Map(blocks.map((b) => [b.name, b]));
-  const fd = fs.openSync(file, 'r');
+  const { fd } = openRegularFile(file, { expected: 'file' });
   const tensors: Record<string, StTensorToWrite> = {};
   try {
     const whole = (name: string): Uint8Array => {
@@ -426,31 +426,29 @@ export interface ImportResult {
   merges: number;
 }
 
-const OUTPUT_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
+export const LLAMA2C_OUTPUT_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
 
-/**
- * The output directory is replaced as a whole, so it must be new, empty, or an earlier import
- * (only our files): never a directory that holds anything else.
- */
-function checkOutputDir(outDir: string): void {
+/** The output must be new, empty, or an earlier import (only our files) unless `overwrite`. */
+function checkOutputDir(outDir: string, overwrite: boolean): void {
   if (!fs.existsSync(outDir)) return;
   if (!fs.statSync(outDir).isDirectory()) fail(outDir, 'exists and is not a directory');
-  const foreign = fs.readdirSync(outDir).filter((f) => !OUTPUT_FILES.includes(f));
+  // With overwrite (the CLI's --overwrite, after checkOutput) only LLAMA2C_OUTPUT_FILES are replaced.
+  if (overwrite) return;
+  const foreign = fs.readdirSync(outDir).filter((f) => !LLAMA2C_OUTPUT_FILES.includes(f));
   if (foreign.length > 0) fail(outDir, `exists and holds other files (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''}); give a new or empty directory`);
 }
 
 /** Convert `modelBin` + `tokenizerBin` into an HF directory `outDir` (written atomically). */
-export async function importLlama2c(modelBin: string, tokenizerBin: string, outDir: string): Promise<ImportResult> {
-  checkOutputDir(outDir);
+export async function importLlama2c(modelBin: string, tokenizerBin: string, outDir: string, opts: { overwrite?: boolean } = {}): Promise<ImportResult> {
+  checkOutputDir(outDir, opts.overwrite ?? false);
   const { config, tensors } = readLlama2cAsHf(modelBin);
-  regularFileSize(tokenizerBin);
-  const vocab = parseLlama2cTokenizer(tokenizerBin, new Uint8Array(fs.readFileSync(tokenizerBin)), config.vocabSize);
+  const vocab = parseLlama2cTokenizer(tokenizerBin, new Uint8Array(readSmallRegularFile(tokenizerBin, MAX_TOKENIZER_BYTES, 'a llama2.c tokenizer', 'file not found')), config.vocabSize);
   const tokenizerJson = hfTokenizerJsonFor(vocab);
   await writeDirAtomic(outDir, (tmp) => {
     writeFileAtomic(path.join(tmp, 'config.json'), pythonJsonDumps(hfConfigFor(config), { indent: 2, floatKeys: CONFIG_FLOAT_KEYS }));
     writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' });
     writeFileAtomic(path.join(tmp, 'tokenizer.json'), pythonJsonDumps(tokenizerJson));
     writeFileAtomic(path.join(tmp, 'tokenizer_config.json'), pythonJsonDumps(hfTokenizerConfigFor(vocab, config), { indent: 2 }));
-  });
+  }, { isOurs: (name) => LLAMA2C_OUTPUT_FILES.includes(name), marker: 'config.json' });
   return { config, tensors: Object.keys(tensors).length, merges: ((tokenizerJson.model as { merges: string[] }).merges).length };
 }

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fail } from '../core/errors.ts';
+import { entryExists } from '../core/fileio.ts';
 import type { ModelWeights } from './weights.ts';
 import { openHfModel } from './hfModel.ts';
 import { openSymbModel } from './symbModel.ts';
@@ -15,8 +16,9 @@ export type ModelFormat = 'hf' | 'symb';
 export function detectFormat(dir: string): ModelFormat {
   if (!fs.existsSync(dir)) fail(dir, 'no such directory');
   if (!fs.statSync(dir).isDirectory()) fail(dir, 'not a directory (expected an HF or .symb model directory)');
-  if (fs.existsSync(path.join(dir, 'config.symb.json'))) return 'symb';
-  if (fs.existsSync(path.join(dir, 'config.json'))) return 'hf';
+  // entryExists: a dangling or looping config link is named by the reader, not taken for "no config".
+  if (entryExists(path.join(dir, 'config.symb.json'))) return 'symb';
+  if (entryExists(path.join(dir, 'config.json'))) return 'hf';
   return fail(dir, 'neither config.json (Hugging Face) nor config.symb.json (SYNAXIM) found');
 }
 

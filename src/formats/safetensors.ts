@@ -10,10 +10,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fail } from '../core/errors.ts';
-import { readExactly } from '../core/fileio.ts';
+import { entryExists, MiB, openRegularFile, readExactly, regularFileSize, snippet } from '../core/fileio.ts';
 import { writeFileAtomic } from '../core/atomic.ts';
 import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../core/fp16.ts';
-import { CONTROL_CHARS, jsonErrorText, requireInsideModelDir } from './config.ts';
+import { CONTROL_CHARS, jsonErrorText, readJsonFile, requireInsideModelDir } from './config.ts';
 
 export type StDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
 
@@ -68,10 +68,13 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   const dataStart = 8 + headerBytes.length;
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+    // ignoreBOM keeps a byte-order mark in the text (the default drops it silently), so it is refused below.
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(headerBytes);
   } catch {
     fail(file, 'safetensors header is not valid UTF-8');
   }
+  // The reference reader (serde_json) refuses a header that does not start with '{'; a BOM included.
+  if (text.startsWith('\uFEFF')) fail(file, 'safetensors header starts with a UTF-8 byte-order mark (the reference reader refuses it)');
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -102,8 +105,17 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
     const dtype = e.dtype;
     if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) fail(file, `tensor '${name}': unknown dtype ${JSON.stringify(dtype)}`);
     const shape = e.shape;
-    if (!Array.isArray(shape) || !shape.every((d) => typeof d === 'number' && Number.isInteger(d) && d >= 0)) {
-      fail(file, `tensor '${name}': shape must be a list of non-negative integers`);
+    if (!Array.isArray(shape) || !shape.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 0)) {
+      fail(file, `tensor '${name}': shape must be a list of non-negative integers below 2^53, got ${snippet(JSON.stringify(shape) ?? String(shape), 60)}`);
+    }
+    // Element count and byte size, multiplied dim by dim as the reference reader does (checked
+    // usize products), must stay exact: [2^40, 2^40, 0] is refused there, and here.
+    let numel = 1;
+    for (const d of shape as number[]) {
+      numel *= d;
+      if (!Number.isSafeInteger(numel * DTYPE_BYTES[dtype as StDtype])) {
+        fail(file, `tensor '${name}': shape [${(shape as number[]).join(', ')}] × ${dtype} overflows (more than 2^53 bytes)`);
+      }
     }
     const offs = e.data_offsets;
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => typeof o === 'number' && Number.isSafeInteger(o) && o >= 0)) {
@@ -219,17 +231,9 @@ export class SafetensorsFile {
   }
 
   static open(file: string): SafetensorsFile {
-    let fd: number;
+    // Stat before open, O_NONBLOCK: a FIFO or device named like a shard is refused, never waited on.
+    const { fd, size } = openRegularFile(file);
     try {
-      fd = fs.openSync(file, 'r');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      return fail(file, code === 'ENOENT' ? 'file not found' : `cannot open (${code})`);
-    }
-    try {
-      const stat = fs.fstatSync(fd);
-      if (!stat.isFile()) fail(file, 'not a regular file');
-      const size = stat.size;
       if (size < 8) fail(file, `too small to be a safetensors file (${size} bytes)`);
       const lenBytes = readExactly(fd, file, 8, 0);
       const headerLen = new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true);
@@ -285,6 +289,8 @@ export class SafetensorsFile {
 }
 
 export const INDEX_FILE = 'model.safetensors.index.json';
+/** A shard index lists every tensor name once (~100 bytes each): 64 MiB is ~600k tensors. */
+export const MAX_INDEX_BYTES = 64 * MiB;
 
 /**
  * A checkpoint: one .safetensors file, a directory holding `model.safetensors`, or a sharded
@@ -315,14 +321,8 @@ export class SafetensorsCheckpoint {
       return ck;
     }
     const indexPath = path.join(dirOrFile, INDEX_FILE);
-    if (fs.existsSync(indexPath)) {
-      requireInsideModelDir(dirOrFile, indexPath);
-      let index: unknown;
-      try {
-        index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
-      } catch (e) {
-        return fail(indexPath, `invalid JSON (${jsonErrorText(e)})`);
-      }
+    if (entryExists(indexPath)) {
+      const index: unknown = readJsonFile(indexPath, { within: dirOrFile, maxBytes: MAX_INDEX_BYTES, what: 'a shard index' });
       const map = (index as { weight_map?: unknown })?.weight_map;
       if (typeof map !== 'object' || map === null || Array.isArray(map)) fail(indexPath, "missing 'weight_map' object");
       const shardOf = new Map<string, string>();
@@ -338,7 +338,7 @@ export class SafetensorsCheckpoint {
       const ck = new SafetensorsCheckpoint(dirOrFile, shardOf);
       for (const shard of shards) {
         const file = path.join(dirOrFile, shard);
-        if (!fs.existsSync(file)) fail(indexPath, `names shard '${shard}', which does not exist`);
+        if (!entryExists(file)) fail(indexPath, `names shard '${shard}', which does not exist`);
         requireInsideModelDir(dirOrFile, file);
       }
       // Validate every shard's header now (cheap: headers only) and cross-check the index.
@@ -362,9 +362,9 @@ export class SafetensorsCheckpoint {
       return ck;
     }
     const single = path.join(dirOrFile, 'model.safetensors');
-    if (fs.existsSync(single)) {
+    if (entryExists(single)) {
       requireInsideModelDir(dirOrFile, single);
-      if (!fs.statSync(single).isFile()) fail(single, 'not a regular file');
+      regularFileSize(single, 'file not found', 'regular file');
       return SafetensorsCheckpoint.open(single);
     }
     return fail(dirOrFile, `no model.safetensors or ${INDEX_FILE} in this directory`);

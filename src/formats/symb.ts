@@ -34,6 +34,12 @@ export const INT4_HEADER_BYTES = 20;
 export const INT8_HEADER_BYTES = 4;
 
 /** The encoding the reference converter uses for a tensor of this shape under `method`. */
+/**
+ * Largest int4 group size accepted (the header stores it as a uint32; the last group is zero-padded,
+ * so a group size beyond any tensor only wastes space — 2^20 bounds that at 512 KiB a tensor).
+ */
+export const MAX_GROUP_SIZE = 1 << 20;
+
 export function encodingFor(method: SymbMethod, groupSize: number, shape: readonly number[], isFinalNorm = false): SymbEncoding {
   if (shape.length === 1 || isFinalNorm) return { method: 'fp16', groupSize };
   return { method, groupSize };

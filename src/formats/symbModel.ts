@@ -14,9 +14,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fail } from '../core/errors.ts';
-import { readExactly, regularFileSize } from '../core/fileio.ts';
+import { openRegularFile, readExactly, readSmallRegularFile, regularFileSize } from '../core/fileio.ts';
 import { type ModelConfig, type RopeScalingLlama3, parseSymbConfig, readJsonFile, qDim, kvDim, requireInsideModelDir } from './config.ts';
-import { requireFiniteWeights } from './safetensors.ts';
+import { numelOf, requireFiniteWeights } from './safetensors.ts';
 import {
   type SymbEncoding,
   type SymbMethod,
@@ -28,6 +28,8 @@ import {
   dequantizeInt8,
   encodingFor,
   validateSymbLayout,
+  symbByteLength,
+  MAX_GROUP_SIZE,
 } from './symb.ts';
 import { decodeF16 } from '../core/fp16.ts';
 import type { LayerWeights, Matrix, ModelWeights } from './weights.ts';
@@ -125,6 +127,9 @@ export function parseQuantization(j: Record<string, unknown>, file: string): Sym
   if (typeof groupSize !== 'number' || !Number.isInteger(groupSize) || groupSize <= 0) {
     fail(file, `quantization.group_size must be a positive integer, got ${JSON.stringify(groupSize)}`);
   }
+  if (groupSize > MAX_GROUP_SIZE) {
+    fail(file, `quantization.group_size ${groupSize} is more than ${MAX_GROUP_SIZE} (the converter's limit)`);
+  }
   if (q.symmetric === false) fail(file, 'asymmetric quantization (quantization.symmetric false) is not supported');
   return { method: method as SymbMethod, groupSize };
 }
@@ -197,7 +202,7 @@ function extensionHints(j: Record<string, unknown>, file: string): Partial<Model
 }
 
 function readAt(file: string, length: number, position: number): Uint8Array {
-  const fd = fs.openSync(file, 'r');
+  const { fd } = openRegularFile(file, { missing: 'missing .symb file', expected: 'file' });
   try {
     return readExactly(fd, file, length, position);
   } finally {
@@ -276,7 +281,7 @@ export class SymbWeights implements ModelWeights {
     this.dir = dir;
     this.configFile = path.join(dir, SYMB_CONFIG_FILE);
     requireInsideModelDir(dir, this.configFile);
-    const j = readJsonFile(this.configFile);
+    const j = readJsonFile(this.configFile, { within: dir });
     this.quantization = parseQuantization(j, this.configFile);
     const names = parseSymbNames(j, this.configFile);
     // q/k/v biases: present in every layer or in none (the reference converter writes them when the HF model has them).
@@ -318,13 +323,7 @@ export class SymbWeights implements ModelWeights {
     const s = this.byHfName.get(hfName);
     if (!s) fail(this.dir, `no .symb file holds '${hfName}'`);
     const file = path.join(this.dir, s.file);
-    let bytes: Uint8Array;
-    try {
-      bytes = fs.readFileSync(file);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      return fail(file, code === 'ENOENT' ? 'missing .symb file' : `cannot read (${code})`);
-    }
+    const bytes = readSmallRegularFile(file, symbByteLength(numelOf(s.shape), this.encodingOf(s)), 'this tensor\'s .symb file', 'missing .symb file');
     return requireFiniteWeights(decodeSymbTensor(bytes, s.shape, this.encodingOf(s), file, SYMB_CONFIG_FILE), file, hfName);
   }
 

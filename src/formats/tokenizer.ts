@@ -11,7 +11,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { fail } from '../core/errors.ts';
-import { readJsonFile } from './config.ts';
+import { MAX_TOKENIZER_BYTES, readJsonFile } from './config.ts';
+import { entryExists } from '../core/fileio.ts';
 
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
@@ -55,17 +56,44 @@ export interface LoadTokenizerOptions {
  * Token ids in a BPE/WordPiece vocab object must lie within the number of entries (plus added
  * tokens): a hostile id like 10^9 would otherwise make the library walk a billion slots at load.
  */
-function checkVocabIds(file: string, tokenizerJson: Json): void {
-  const vocab = (tokenizerJson.model as Json | undefined)?.vocab;
+function checkVocabIds(file: string, tokenizerJson: Json, modelVocabSize: number | undefined): void {
+  const model = tokenizerJson.model as Json | undefined;
+  const vocab = model?.vocab;
+  const added = Array.isArray(tokenizerJson.added_tokens) ? tokenizerJson.added_tokens : [];
+  // Sizes first, before the library builds anything (its load time grows faster than linearly
+  // with the vocabulary: 300k entries take ~10 s): a tokenizer with more entries than the model
+  // has ids is not this model's, and one beyond any real vocabulary is not a tokenizer.
+  // (Added tokens often repeat vocabulary entries, e.g. Llama 2's <s>: they are checked by id below.)
+  const vocabEntries = Array.isArray(vocab) ? vocab.length : typeof vocab === 'object' && vocab !== null ? Object.keys(vocab).length : 0;
+  const entries = vocabEntries + added.length;
+  const limit = modelVocabSize ?? MAX_VOCAB_ENTRIES;
+  if (vocabEntries > limit) {
+    fail(file, modelVocabSize !== undefined
+      ? `the tokenizer has ${vocabEntries} vocabulary entries but the model's vocabulary is ${modelVocabSize} (not this model's tokenizer)`
+      : `the tokenizer has ${vocabEntries} vocabulary entries, more than the ${MAX_VOCAB_ENTRIES} any real vocabulary has`);
+  }
+  if (added.length > MAX_VOCAB_ENTRIES) fail(file, `the tokenizer has ${added.length} added tokens, more than the ${MAX_VOCAB_ENTRIES} any real vocabulary has`);
+  const merges = model?.merges;
+  if (Array.isArray(merges) && merges.length > MAX_VOCAB_ENTRIES) fail(file, `the tokenizer has ${merges.length} merges, more than the ${MAX_VOCAB_ENTRIES} any real vocabulary has`);
+  for (const t of added) {
+    const id = (t as Json | null)?.id;
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || (modelVocabSize !== undefined && id >= modelVocabSize)) {
+      fail(file, `added token id ${JSON.stringify(id)} is ${modelVocabSize !== undefined ? `outside the model's vocabulary 0..${modelVocabSize - 1} (not this model's tokenizer)` : 'not a non-negative integer'}`);
+    }
+  }
   if (typeof vocab !== 'object' || vocab === null || Array.isArray(vocab)) return; // Unigram: ids are positions
-  const added = Array.isArray(tokenizerJson.added_tokens) ? tokenizerJson.added_tokens.length : 0;
-  const entries = Object.keys(vocab).length + added;
   for (const [token, id] of Object.entries(vocab as Json)) {
     if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= entries) {
-      fail(file, `token ${JSON.stringify(token)} has id ${JSON.stringify(id)}, outside 0..${entries - 1} (the vocabulary has ${entries} entries)`);
+      fail(file, `token ${JSON.stringify(token).slice(0, 40)} has id ${JSON.stringify(id)}, outside 0..${entries - 1} (the vocabulary has ${entries} entries)`);
+    }
+    if (modelVocabSize !== undefined && id >= modelVocabSize) {
+      fail(file, `token ${JSON.stringify(token).slice(0, 40)} has id ${id}, but the model's vocabulary is ${modelVocabSize} (not this model's tokenizer)`);
     }
   }
 }
+
+/** More entries than any released vocabulary (Gemma: 262k) by a wide margin: refused without a model to compare with. */
+export const MAX_VOCAB_ENTRIES = 1 << 20;
 
 type Json = Record<string, unknown>;
 
@@ -73,12 +101,12 @@ type Json = Record<string, unknown>;
 export function findTokenizerDir(dir: string): string {
   const candidates = [dir];
   const symbConfig = path.join(dir, 'config.symb.json');
-  if (fs.existsSync(symbConfig)) {
-    const sub = readJsonFile(symbConfig).tokenizer_dir;
+  if (entryExists(symbConfig)) {
+    const sub = readJsonFile(symbConfig, { within: dir }).tokenizer_dir;
     if (typeof sub === 'string' && sub.length > 0) candidates.push(path.join(dir, sub));
   }
   candidates.push(path.join(dir, 'tokenizer'));
-  for (const c of candidates) if (fs.existsSync(path.join(c, TOKENIZER_FILE))) return c;
+  for (const c of candidates) if (entryExists(path.join(c, TOKENIZER_FILE))) return c;
   return fail(path.join(dir, TOKENIZER_FILE), `file not found (looked in ${[...new Set(candidates)].join(' and ')})`);
 }
 
@@ -91,22 +119,41 @@ function specialTokenContent(file: string, cfg: Json, key: string): string | nul
   return fail(file, `'${key}' must be a string or an object with 'content'`);
 }
 
+/**
+ * The model directory a tokenizer directory belongs to: `dir` itself, or — for the `tokenizer/`
+ * directory of a .symb model, which callers may pass directly — its parent. Files are read only
+ * from inside it: a `tokenizer/` that is itself a link out of the model is refused too.
+ */
+function modelRootOf(dir: string): string {
+  const parent = path.dirname(path.resolve(dir));
+  const isModel = (d: string) => entryExists(path.join(d, 'config.json')) || entryExists(path.join(d, 'config.symb.json'));
+  return !isModel(dir) && entryExists(path.join(parent, 'config.symb.json')) ? parent : dir;
+}
+
 /** Load the tokenizer of a model directory (HF or .symb). */
 export async function loadTokenizer(dir: string, options: LoadTokenizerOptions = {}): Promise<Tokenizer> {
+  const root = modelRootOf(dir);
   const tokDir = findTokenizerDir(dir);
   const file = path.join(tokDir, TOKENIZER_FILE);
-  const tokenizerJson = readJsonFile(file);
+  // Every file is read only from inside the model directory (the hub cache's blobs/ included).
+  const tokenizerJson = readJsonFile(file, { within: root, maxBytes: MAX_TOKENIZER_BYTES, what: 'a tokenizer' });
   if (typeof tokenizerJson !== 'object' || tokenizerJson === null || Array.isArray(tokenizerJson)) fail(file, 'must be a JSON object');
   const cfgFile = path.join(tokDir, TOKENIZER_CONFIG_FILE);
-  const cfg: Json = fs.existsSync(cfgFile) ? readJsonFile(cfgFile) : {};
+  // (tokenizer_config.json can list every added token: the tokenizer's limit, not a config's)
+  const cfg: Json = entryExists(cfgFile) ? readJsonFile(cfgFile, { within: root, maxBytes: MAX_TOKENIZER_BYTES, what: 'a tokenizer config' }) : {};
   if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) fail(cfgFile, 'must be a JSON object');
+  // A string "false" would be read as set (or silently ignored): booleans must be booleans.
+  for (const key of ['add_bos_token', 'add_eos_token', 'clean_up_tokenization_spaces']) {
+    const v = cfg[key];
+    if (v !== undefined && v !== null && typeof v !== 'boolean') fail(cfgFile, `'${key}' must be true or false, got ${JSON.stringify(v).slice(0, 40)}`);
+  }
 
   // The HF model config beside the tokenizer supplies BOS/EOS ids when the caller does not.
   let modelBos = options.bosTokenId;
   let modelEos = options.eosTokenIds;
   const hfConfigFile = path.join(dir, 'config.json');
-  if ((modelBos === undefined || modelEos === undefined) && fs.existsSync(hfConfigFile)) {
-    const mc = readJsonFile(hfConfigFile);
+  if ((modelBos === undefined || modelEos === undefined) && entryExists(hfConfigFile)) {
+    const mc = readJsonFile(hfConfigFile, { within: root });
     if (modelBos === undefined && typeof mc.bos_token_id === 'number') modelBos = mc.bos_token_id;
     if (modelEos === undefined) {
       if (typeof mc.eos_token_id === 'number') modelEos = [mc.eos_token_id];
@@ -115,7 +162,7 @@ export async function loadTokenizer(dir: string, options: LoadTokenizerOptions =
   }
 
   let hf: HfTokenizer;
-  checkVocabIds(file, tokenizerJson);
+  checkVocabIds(file, tokenizerJson, options.modelVocabSize);
   try {
     const model = tokenizerJson.model;
     if (typeof model !== 'object' || model === null) throw new Error("missing 'model'");

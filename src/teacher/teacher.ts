@@ -12,7 +12,9 @@
  * - `TeacherDecoder`: one token at a time with a KV cache (holds all layers; for small models).
  */
 import * as tf from '@tensorflow/tfjs-core';
+import path from 'node:path';
 import { fail } from '../core/errors.ts';
+import { requireModelFitsBackend } from '../core/backend.ts';
 import { applyRope, disposeLayer, linear, rmsNorm, ropeCosSin, swigluMlp, uploadLayer, uploadMatrix, type LayerTensors } from '../core/nn.ts';
 import type { ModelConfig } from '../formats/config.ts';
 import type { ModelWeights } from '../formats/weights.ts';
@@ -47,6 +49,11 @@ export interface PrefillResult {
 
 export function attentionShape(c: ModelConfig): AttentionShape {
   return { numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, slidingWindow: c.slidingWindow };
+}
+
+/** The file that describes a model (named by errors about the model as a whole). */
+export function modelConfigFile(weights: Pick<ModelWeights, 'dir' | 'format'>): string {
+  return path.join(weights.dir, weights.format === 'hf' ? 'config.json' : 'config.symb.json');
 }
 
 /** Token ids must be integers inside the vocabulary: one-line error otherwise. */
@@ -127,6 +134,7 @@ export function projectLogits(weights: ModelWeights, h: tf.Tensor2D[]): Float32A
 export function streamedForward(weights: ModelWeights, sequences: number[][], mixer: TokenMixer, opts: PrefillOptions = {}): PrefillResult {
   const c = weights.config;
   sequences.forEach((ids, s) => validateIds(c, ids, sequences.length > 1 ? `sequence ${s}` : 'input'));
+  requireModelFitsBackend(c, modelConfigFile(weights), 'streamed');
   const hidden: Float32Array[][] | undefined = opts.hidden ? sequences.map(() => []) : undefined;
   let h = sequences.map((ids) => tf.tensor2d(weights.embed(ids), [ids.length, c.hiddenSize]));
   try {
@@ -207,6 +215,7 @@ export class TeacherDecoder {
   constructor(private readonly weights: ModelWeights) {
     const c = weights.config;
     this.config = c;
+    requireModelFitsBackend(c, modelConfigFile(weights), 'resident');
     this.layers = [];
     for (let l = 0; l < c.numLayers; l++) this.layers.push(uploadLayer(weights.layer(l)));
     this.finalNorm = tf.tensor1d(weights.finalNorm());

@@ -267,13 +267,24 @@ export interface CliResult {
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
+  /** Wall-clock seconds, for the record only: no test may assert on it (verdicts must not depend on machine load). */
   seconds: number;
   timedOut: boolean;
 }
 
 export const CLI = path.join(PROJECT_ROOT, 'bin', 'synaxim.js');
 
-/** Run `node bin/synaxim.js ...args` as a child process; kill it (and report timedOut) after timeoutMs. */
+/**
+ * Allowance for starting Node + tsx + tfjs (a fresh process, or a CliWorker child's first
+ * invocation), added to every caller's timeout: idle it takes about a second, on a loaded machine
+ * (load average 10–30) far longer. Timeouts here only catch hangs; they are not speed checks.
+ */
+export const COLD_START_MS = 90_000;
+
+/**
+ * Run `node bin/synaxim.js ...args` as a child process; kill it (and report timedOut) after
+ * timeoutMs of work plus COLD_START_MS for the process start.
+ */
 export function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
@@ -290,7 +301,7 @@ export function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill('SIGKILL');
-    }, timeoutMs);
+    }, timeoutMs + COLD_START_MS);
     child.on('error', (e) => {
       clearTimeout(timer);
       reject(e);
@@ -326,73 +337,128 @@ export async function mapLimit<T, R>(items: T[], limit: number, job: (item: T, i
 
 const WORKER = path.join(PROJECT_ROOT, 'test', 'helpers', 'cliWorker.ts');
 
+/** One child process of a CliWorker, with everything that belongs to it (events are tied to it, never to "the current child"). */
+interface WorkerChild {
+  proc: ChildProcessWithoutNullStreams;
+  /** Resolves true on the child's `@@ready` line, false if it exits first. */
+  ready: Promise<boolean>;
+  /** The invocation this child is running, by request id; null when idle or given up on. */
+  pending: { id: number; done: (r: CliResult) => void } | null;
+  stderr: string;
+  invocations: number;
+}
+
 /**
  * Runs CLI invocations through `main(argv)` in one long-lived child process (cliWorker.ts), one
  * at a time: the CLI's whole error path (yargs, command, reportError, exit code) at a fraction of a
  * process start each. An invocation that does not finish within its timeout kills the child (it
  * is reported as timedOut, and the next invocation starts a fresh child).
+ *
+ * Every request carries an id that the child echoes in its result, and every listener belongs to
+ * one child: a late result or exit of a child already killed after a timeout can never be taken
+ * for the answer to a later request. The timeout counts from the moment the child is ready
+ * (after its start-up, which has its own limit), and a child's first invocation, which loads the
+ * backend, gets COLD_START_MS more.
  */
 export class CliWorker {
-  private child: ChildProcessWithoutNullStreams | null = null;
-  private pending: ((r: CliResult) => void) | null = null;
-  private childStderr = '';
+  private child: WorkerChild | null = null;
+  private busy = false;
+  private nextId = 1;
 
-  private start(): ChildProcessWithoutNullStreams {
-    const child = spawn(process.execPath, ['--import', 'tsx', WORKER], {
+  /** `script`: the child's program (cliWorker.ts; the helper's own test gives a stand-in that speaks the same protocol). */
+  constructor(private readonly script: string = WORKER) {}
+
+  private start(): WorkerChild {
+    const proc = spawn(process.execPath, ['--import', 'tsx', this.script], {
       cwd: PROJECT_ROOT,
       env: { ...process.env, SYNAXIM_MODELS: '', NO_COLOR: '1' },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
+    let markReady: (ok: boolean) => void = () => {};
+    const c: WorkerChild = { proc, ready: new Promise<boolean>((r) => (markReady = r)), pending: null, stderr: '', invocations: 0 };
     let buffer = '';
-    this.childStderr = '';
-    child.stdout.on('data', (d: Buffer) => {
+    proc.stdout.on('data', (d: Buffer) => {
       buffer += d.toString('utf8');
       let nl: number;
       while ((nl = buffer.indexOf('\n')) >= 0) {
         const line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + 1);
+        if (line === '@@ready') markReady(true);
         if (!line.startsWith('@@result ')) continue;
-        const r = JSON.parse(line.slice('@@result '.length)) as { code: number; stdout: string; stderr: string; seconds: number };
-        const done = this.pending;
-        this.pending = null;
-        done?.({ ...r, signal: null, timedOut: false });
+        const r = JSON.parse(line.slice('@@result '.length)) as { id: number; code: number; stdout: string; stderr: string; seconds: number };
+        const p = c.pending;
+        if (!p || p.id !== r.id) continue; // the answer to a request already given up on
+        c.pending = null;
+        p.done({ code: r.code, stdout: r.stdout, stderr: r.stderr, seconds: r.seconds, signal: null, timedOut: false });
       }
     });
-    child.stderr.on('data', (d: Buffer) => (this.childStderr += d.toString('utf8')));
-    child.on('exit', (code, signal) => {
-      if (this.child === child) this.child = null;
-      const done = this.pending;
-      this.pending = null;
+    proc.stderr.on('data', (d: Buffer) => (c.stderr = (c.stderr + d.toString('utf8')).slice(-20_000)));
+    proc.stdin.on('error', () => {}); // EPIPE after the child died: its exit event reports it
+    const ended = (code: number | null, signal: NodeJS.Signals | null) => {
+      markReady(false);
+      if (this.child === c) this.child = null;
+      const p = c.pending;
+      c.pending = null;
       // The invocation ended the process itself (process.exit) or crashed it.
-      done?.({ code, signal, stdout: '', stderr: `cliWorker exited during the invocation:\n${this.childStderr}`, seconds: 0, timedOut: false });
+      p?.done({ code, signal, stdout: '', stderr: `cliWorker exited during the invocation:\n${c.stderr}`, seconds: 0, timedOut: false });
+    };
+    proc.on('exit', ended);
+    proc.on('error', (e) => {
+      c.stderr += `\ncliWorker: ${e.message}`;
+      ended(null, null);
     });
-    this.child = child;
-    return child;
+    this.child = c;
+    return c;
   }
 
-  run(args: string[], timeoutMs = 30_000): Promise<CliResult> {
-    if (this.pending) throw new Error('CliWorker runs one invocation at a time');
-    const child = this.child ?? this.start();
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.pending = null;
-        this.child = null;
-        child.kill('SIGKILL');
-        resolve({ code: null, signal: 'SIGKILL', stdout: '', stderr: '', seconds: timeoutMs / 1000, timedOut: true });
-      }, timeoutMs);
-      this.pending = (r) => {
-        clearTimeout(timer);
-        resolve(r);
-      };
-      child.stdin.write(JSON.stringify({ args }) + '\n');
-    });
+  private kill(c: WorkerChild): void {
+    if (this.child === c) this.child = null;
+    c.pending = null;
+    c.proc.kill('SIGKILL');
+  }
+
+  async run(args: string[], timeoutMs = 30_000): Promise<CliResult> {
+    if (this.busy) throw new Error('CliWorker runs one invocation at a time');
+    this.busy = true;
+    const t0 = performance.now();
+    try {
+      const c = this.child ?? this.start();
+      let startTimer: NodeJS.Timeout | undefined;
+      const ready = await Promise.race([c.ready, new Promise<'timeout'>((r) => (startTimer = setTimeout(() => r('timeout'), COLD_START_MS)))]);
+      clearTimeout(startTimer);
+      if (ready !== true) {
+        this.kill(c);
+        const why = ready === 'timeout' ? `did not start within ${COLD_START_MS / 1000} s` : 'exited while starting';
+        return { code: null, signal: null, stdout: '', stderr: `cliWorker ${why}:\n${c.stderr}`, seconds: (performance.now() - t0) / 1000, timedOut: ready === 'timeout' };
+      }
+      const id = this.nextId++;
+      const limit = timeoutMs + (c.invocations++ === 0 ? COLD_START_MS : 0);
+      return await new Promise<CliResult>((resolve) => {
+        const timer = setTimeout(() => {
+          if (c.pending?.id !== id) return;
+          this.kill(c);
+          resolve({ code: null, signal: 'SIGKILL', stdout: '', stderr: '', seconds: (performance.now() - t0) / 1000, timedOut: true });
+        }, limit);
+        c.pending = {
+          id,
+          done: (r) => {
+            clearTimeout(timer);
+            resolve(r);
+          },
+        };
+        c.proc.stdin.write(JSON.stringify({ id, args }) + '\n');
+      });
+    } finally {
+      this.busy = false;
+    }
   }
 
   close(): void {
-    const child = this.child;
+    const c = this.child;
     this.child = null;
-    if (!child) return;
-    child.stdin.end();
-    setTimeout(() => child.kill('SIGKILL'), 2000).unref(); // in case it does not exit on its own
+    if (!c) return;
+    c.pending = null;
+    c.proc.stdin.end();
+    setTimeout(() => c.proc.kill('SIGKILL'), 2000).unref(); // in case it does not exit on its own
   }
 }

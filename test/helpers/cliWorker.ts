@@ -1,8 +1,10 @@
 /**
  * A long-lived child process that runs CLI invocations one after another through the same
  * `main(argv)` that bin/synaxim.js calls, so a table of a hundred bad-input cases costs one Node +
- * tsx + tfjs start instead of a hundred. Protocol: one JSON line `{"args": [...]}` on stdin per
- * invocation; one line `@@result {"code", "stdout", "stderr", "seconds"}` on stdout when it ends.
+ * tsx + tfjs start instead of a hundred. Protocol: `@@ready` on stdout once loaded; then one JSON
+ * line `{"id": n, "args": [...]}` on stdin per invocation, answered by one line
+ * `@@result {"id", "code", "stdout", "stderr", "seconds"}` on stdout when it ends (the id ties the
+ * answer to its request).
  * The parent (CliWorker in badFiles.ts) kills this process if an invocation hangs. Started as
  * `node --import tsx test/helpers/cliWorker.ts`.
  */
@@ -22,9 +24,10 @@ function capture(sink: (s: string) => void): typeof process.stdout.write {
 }
 
 const lines = readline.createInterface({ input: process.stdin });
+realStdoutWrite('@@ready\n');
 for await (const line of lines) {
   if (!line.trim()) continue;
-  const { args } = JSON.parse(line) as { args: string[] };
+  const { id, args } = JSON.parse(line) as { id: number; args: string[] };
   let stdout = '';
   let stderr = '';
   process.stdout.write = capture((s) => (stdout += s));
@@ -45,5 +48,5 @@ for await (const line of lines) {
     process.exitCode = undefined;
   }
   const seconds = (performance.now() - t0) / 1000;
-  realStdoutWrite('@@result ' + JSON.stringify({ code, stdout, stderr, seconds }) + '\n');
+  realStdoutWrite('@@result ' + JSON.stringify({ id, code, stdout, stderr, seconds }) + '\n');
 }

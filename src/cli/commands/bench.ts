@@ -4,9 +4,11 @@
  * src/bench/run.ts). Prints the headline table as JSON on stdout; writes bench.json, README.md and
  * charts into --out. Never a timed test: `npm run bench` runs it.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { fail } from '../../core/errors.ts';
+import { checkOutput } from '../../core/outputs.ts';
 import { MAGNUS_RUNS, runBench, SECTIONS, type MagnusRun, type Preset, type Section } from '../../bench/run.ts';
 import { startBackend, withBackend } from '../common.ts';
 
@@ -18,6 +20,21 @@ interface BenchArgs {
   magnus?: string;
   magnusRuns?: string;
   backend: Parameters<typeof startBackend>[0];
+  overwrite: boolean;
+}
+
+/**
+ * --out of bench: an earlier bench output there (bench.json) is updated in place by design (sections
+ * not run keep their results); a directory holding anything else needs --overwrite, and then only
+ * bench's own files (bench.json, README.md, charts, logs/) are written.
+ */
+export function checkBenchOutput(out: string, magnus: string | undefined, overwrite: boolean): void {
+  const earlier = fs.existsSync(path.join(out, 'bench.json'));
+  checkOutput({
+    out, flag: '--out', kind: 'dir', overwrite,
+    inputs: [{ path: magnus, what: 'Magnus model directory' }],
+    isOurs: (name) => earlier && (name === 'bench.json' || name === 'README.md' || name === 'logs' || name.endsWith('.svg')),
+  });
 }
 
 export function parseSections(text: string | undefined): Section[] | undefined {
@@ -45,13 +62,16 @@ export const command: CommandModule<any, any> = {
       .option('quick', { type: 'boolean', default: false, describe: 'smaller sizes and fewer repetitions (minutes, not a quarter hour)' })
       .option('preset', { choices: ['full', 'quick', 'tiny'] as const, describe: 'sizes (overrides --quick; tiny is for tests)' })
       .option('out', { type: 'string', default: 'reports/bench', describe: 'output directory (bench.json, README.md, charts)' })
+      .option('overwrite', { type: 'boolean', default: false, describe: 'write into a non-empty --out that holds no earlier bench output (other files are kept)' })
       .option('sections', { type: 'string', describe: `only these (comma-separated: ${SECTIONS.join(', ')}); the others keep their previous results` })
       .option('magnus', { type: 'string', describe: 'a `synaxim fixture --shape magnus` directory: adds the layerload and magnus sections (the magnus runs take long)' })
-      .option('magnus-runs', { type: 'string', describe: `which Magnus runs (${MAGNUS_RUNS.join(', ')}; default both); the others keep their earlier results` }),
+      .option('magnus-runs', { type: 'string', describe: `which Magnus runs (${MAGNUS_RUNS.join(', ')}; default both); the others keep their earlier results` })
+      .example('$0 bench --quick', 'the quick benchmarks: JSON on stdout, reports/bench/'),
   handler: async (argv) => {
     const a = argv as unknown as BenchArgs;
     const sections = parseSections(a.sections);
     if (sections && (sections.includes('magnus') || sections.includes('layerload')) && !a.magnus) fail(null, '--sections magnus/layerload need --magnus DIR');
+    checkBenchOutput(a.out, a.magnus, a.overwrite);
     await startBackend(a.backend);
     const report = await runBench({
       preset: a.preset ?? (a.quick ? 'quick' : 'full'),

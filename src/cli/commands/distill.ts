@@ -3,14 +3,19 @@
  * export OUT/symbiotic_adapter/, OUT/train_log.jsonl and OUT/distill_report.md.
  *
  *   synaxim distill --model magnus --layers 0-7 [--corpus FILE] [--seq-len 64] [--max-seqs N]
- *     [--epochs 30] [--lr 1e-2] [--input student|teacher] [--mlp-grad exact|detached]
+ *     [--epochs 30 (kl: 10)] [--lr 1e-2 (kl: 1e-1)] [--loss mse|kl|mse+kl] [--kl-epochs 5] [--kl-lr 1e-1] [--patience 5]
+ *     [--input student|teacher] [--mlp-grad exact|detached]
  *     [--rest engine] [--seed 0] [--out DIR] [--resume] [--backend ...]
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { fail } from '../../core/errors.ts';
-import { runDistill } from '../../distill/run.ts';
+import { checkOutput, modelInputs } from '../../core/outputs.ts';
+import { DEFAULT_EPOCHS, DEFAULT_KL_PHASE_EPOCHS, DEFAULT_LR, DEFAULT_PATIENCE, DISTILL_LOSSES, runDistill, STUDENT_KINDS, type DistillLossOption, type StudentKind } from '../../distill/run.ts';
 import { REST_POLICIES, type RestPolicy } from '../../engine/student.ts';
-import { parseLayerList, requireDirectoryPath, startBackend, withBackend } from '../common.ts';
+import { studentPolicyLine } from '../../engine/policyLine.ts';
+import { layerRangesText, modelLayerCount, parseLayerList, requireDirectoryPath, startBackend, withBackend } from '../common.ts';
 
 interface DistillArgs {
   model: string;
@@ -19,8 +24,14 @@ interface DistillArgs {
   corpus?: string;
   seqLen: number;
   maxSeqs?: number;
-  epochs: number;
-  lr: number;
+  epochs?: number;
+  lr?: number;
+  loss: DistillLossOption;
+  klEpochs?: number;
+  klLr?: number;
+  patience: number;
+  student: StudentKind;
+  window?: number;
   weightDecay: number;
   batchSize: number;
   input: 'student' | 'teacher';
@@ -37,6 +48,11 @@ interface DistillArgs {
   workers?: number;
 }
 
+/** What a distill run writes into --out; anything else there is the user's. */
+function isDistillOutputEntry(name: string): boolean {
+  return ['checkpoint.safetensors', 'train_log.jsonl', 'distill_report.md', '.synaxim-distill.lock'].includes(name) || name.startsWith('symbiotic_adapter') || name.endsWith('.svg');
+}
+
 const int = (v: unknown, flag: string): number => {
   const n = Number(v);
   if (!Number.isInteger(n)) fail(null, `${flag} must be an integer, got ${JSON.stringify(v)}`);
@@ -51,12 +67,18 @@ export const command: CommandModule<any, any> = {
     withBackend(y)
       .option('model', { type: 'string', demandOption: true, describe: 'registry name (magnus, stories260k, tiny, …) or model directory' })
       .option('teacher', { type: 'string', describe: "teacher directory, or 'same' to use the student's own weights" })
-      .option('layers', { type: 'string', demandOption: true, describe: 'layers to train, e.g. 0-7 or 0,2,5' })
+      .option('layers', { type: 'string', demandOption: true, describe: 'layers to train: 0-7, 0,2,5, all, first-N or last-N' })
       .option('corpus', { type: 'string', describe: 'calibration text: JSONL with a "text" field, or plain text (documents split at blank lines); default: built-in corpus' })
       .option('seq-len', { type: 'number', default: 64, describe: 'tokens per sequence (BOS + text, documents shorter are skipped)' })
       .option('max-seqs', { type: 'number', describe: 'use at most this many sequences' })
-      .option('epochs', { type: 'number', default: 30, describe: 'passes over the data (0: export the initial adapter)' })
-      .option('lr', { type: 'number', default: 1e-2, describe: 'AdamW learning rate (cosine schedule over all steps)' })
+      .option('epochs', { type: 'number', describe: `passes over the data (0: export the initial adapter); mse+kl: the MSE phase [default: ${DEFAULT_EPOCHS.mse} for mse and mse+kl, ${DEFAULT_EPOCHS.kl} for kl]` })
+      .option('lr', { type: 'number', describe: `AdamW learning rate (cosine schedule over all steps) [default: ${DEFAULT_LR.mse} for mse, ${DEFAULT_LR.kl} for kl]` })
+      .option('loss', { choices: DISTILL_LOSSES, default: 'mse' as DistillLossOption, describe: 'objective: per-layer hidden-state MSE (the scripts), end-to-end KL(teacher‖student) on the logits, or MSE then KL from its best epoch' })
+      .option('kl-epochs', { type: 'number', describe: `--loss mse+kl: epochs of the KL phase after the --epochs of MSE [default: ${DEFAULT_KL_PHASE_EPOCHS}]` })
+      .option('kl-lr', { type: 'number', describe: `--loss mse+kl: learning rate of the KL phase [default: ${DEFAULT_LR.kl}]` })
+      .option('student', { choices: STUDENT_KINDS, default: 'adapter-v1' as StudentKind, describe: 'attention of the trained layers: adapter-v1 (the gate, 4 parameters per layer), or adapter-window (softmax over the last --window positions mixed with the gate by a learned weight)' })
+      .option('window', { type: 'number', describe: '--student adapter-window: positions of its softmax window (W)' })
+      .option('patience', { type: 'number', default: DEFAULT_PATIENCE, describe: 'stop a phase after this many epochs without a better held-out metric (MSE for mse, KLD for kl); 0: never' })
       .option('weight-decay', { type: 'number', default: 0.01, describe: 'AdamW decoupled weight decay' })
       .option('batch-size', { type: 'number', default: 8, describe: 'sequences per optimizer step' })
       .option('input', { choices: ['student', 'teacher'] as const, default: 'student' as const, describe: "what layer l reads: the student's own (detached) output of l-1, or the teacher's hidden state" })
@@ -69,13 +91,28 @@ export const command: CommandModule<any, any> = {
       .option('resume', { type: 'boolean', default: false, describe: "continue from OUT's checkpoint" })
       .option('overwrite', { type: 'boolean', default: false, describe: 'start over even if OUT holds a checkpoint' })
       .option('workers', { type: 'number', describe: 'worker threads for --input teacher (layers split between them) [default: 2 with ≥ 2 cores unless the job is tiny]' })
-      .option('cache', { type: 'boolean', default: true, describe: 'use the teacher hidden-state cache (--no-cache to recompute)' }),
+      .option('cache', { type: 'boolean', default: true, describe: 'use the teacher hidden-state cache (--no-cache to recompute)' })
+      .example('$0 distill --model stories260k --layers 0-1', 'train the adapter of layers 0 and 1 (writes out/distill-stories260k-L0-1/)')
+      .example('$0 distill --model magnus --layers first-8 --epochs 1', 'the first eight layers of Magnus (also: all, last-N, 0,2,5)'),
   handler: async (argv) => {
     const args = argv as unknown as DistillArgs;
-    const layers = parseLayerList(args.layers);
+    const selection = parseLayerList(args.layers);
+    // `all`, `first-N`, `last-N` need the model's layer count: read its config (cheap) first.
+    const numLayers = modelLayerCount(args.model, args.teacher);
+    const layers = selection.explicit ?? selection.resolve(numLayers);
+    if (layers.every((l) => l < numLayers)) process.stderr.write(studentPolicyLine('student', numLayers, layers, args.rest));
     const modelTag = args.model.replace(/[/\\]+$/, '').split(/[/\\]/).pop() || 'model';
-    const out = args.out ?? `out/distill-${modelTag}-L${args.layers.replace(/[^0-9,-]/g, '')}`;
+    const out = args.out ?? `out/distill-${modelTag}-L${layerRangesText(layers)}`;
     requireDirectoryPath(out);
+    // A checkpoint of an earlier run is runDistill's to judge (--resume / --overwrite); here: no
+    // input inside or around --out, and no files of the user's in it without --overwrite/--resume.
+    checkOutput({
+      out, flag: '--out', kind: 'dir', overwrite: args.overwrite || args.resume,
+      inputs: [...modelInputs(args.model, args.teacher), { path: args.corpus, what: 'corpus' }],
+      isOurs: isDistillOutputEntry,
+      // An adapter without a checkpoint beside it (a finished run that kept none) is an earlier output too.
+      marker: fs.existsSync(path.join(out, 'checkpoint.safetensors')) ? undefined : 'symbiotic_adapter',
+    });
     await startBackend(args.backend);
     await runDistill({
       model: args.model,
@@ -84,8 +121,14 @@ export const command: CommandModule<any, any> = {
       corpus: args.corpus ?? null,
       seqLen: int(args.seqLen, '--seq-len'),
       maxSeqs: args.maxSeqs === undefined ? null : int(args.maxSeqs, '--max-seqs'),
-      epochs: int(args.epochs, '--epochs'),
-      lr: args.lr,
+      epochs: args.epochs === undefined ? DEFAULT_EPOCHS[args.loss === 'kl' ? 'kl' : 'mse'] : int(args.epochs, '--epochs'),
+      lr: args.lr ?? DEFAULT_LR[args.loss === 'kl' ? 'kl' : 'mse'],
+      loss: args.loss,
+      klEpochs: args.klEpochs === undefined ? undefined : int(args.klEpochs, '--kl-epochs'),
+      klLr: args.klLr,
+      patience: int(args.patience, '--patience'),
+      student: args.student,
+      window: args.window === undefined ? null : int(args.window, '--window'),
       weightDecay: args.weightDecay,
       batchSize: int(args.batchSize, '--batch-size'),
       input: args.input,

@@ -5,6 +5,7 @@
  * stderr; the report's location on stdout. Nothing is written until the run is complete (each
  * file atomically), so an interrupted eval leaves no report that looks finished.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { fail } from '../../core/errors.ts';
@@ -12,12 +13,19 @@ import { Progress } from '../../core/progress.ts';
 import { REST_POLICIES, type RestPolicy } from '../../engine/student.ts';
 import { fmt, pct, writeReport } from '../../eval/report.ts';
 import { runEval } from '../../eval/runner.ts';
-import { adHocSuite, CONFIGURATIONS, loadSuite, type ConfigurationName, type Suite } from '../../eval/suite.ts';
-import { requireDirectoryPath, startBackend, withBackend } from '../common.ts';
+import { adHocSuite, CONFIGURATION_NAMES_HELP, CONFIGURATIONS, loadSuite, parseConfigurationName, parseWindowFlag, type ConfigurationName, type Suite } from '../../eval/suite.ts';
+import { modelLayerCount, requireDirectoryPath, startBackend, withBackend } from '../common.ts';
+import { readAdapter } from '../../engine/adapter.ts';
+import { studentPolicyLine } from '../../engine/policyLine.ts';
+import { PER_TOKEN_FILE, writePerToken } from '../../eval/perToken.ts';
+import { checkOutput, modelInputs } from '../../core/outputs.ts';
+import { ensureDir } from '../../core/atomic.ts';
+import type { PerTokenValues } from '../../eval/stats.ts';
 
 export interface EvalArgs {
   model: string;
   adapter?: string;
+  allowOtherBase?: boolean;
   suite?: string;
   corpus?: string;
   context?: number;
@@ -27,10 +35,19 @@ export interface EvalArgs {
   rest: RestPolicy;
   teacher?: string;
   configurations?: string;
+  /** `W[,W2…]` window baselines (plus the same-memory one), or `none`. */
+  window?: string;
   out: string;
   backend: Parameters<typeof startBackend>[0];
   quiet?: boolean;
   workers?: number;
+  /** Replace an earlier report in --out (other files there are kept). */
+  overwrite?: boolean;
+}
+
+/** What an eval writes into --out; anything else there is the user's. */
+export function isEvalOutputEntry(name: string): boolean {
+  return ['report.json', 'report.md', 'report.html', PER_TOKEN_FILE].includes(name);
 }
 
 /** The suite the flags describe: --suite (name or file), or the ad-hoc --corpus suite; default smoke. */
@@ -49,7 +66,7 @@ function parseConfigurations(text: string | undefined): ConfigurationName[] | nu
   if (text === undefined) return null;
   const names = text.split(',').map((s) => s.trim()).filter(Boolean);
   if (names.length === 0) fail(null, '--configurations: give a comma-separated list');
-  for (const n of names) if (!CONFIGURATIONS.includes(n as ConfigurationName)) fail(null, `--configurations: unknown '${n}' (known: ${CONFIGURATIONS.join(', ')})`);
+  for (const n of names) if (!parseConfigurationName(n)) fail(null, `--configurations: unknown '${n}' (known: ${CONFIGURATION_NAMES_HELP})`);
   return names as ConfigurationName[];
 }
 
@@ -57,17 +74,41 @@ function parseConfigurations(text: string | undefined): ConfigurationName[] | nu
 export async function runEvalCommand(args: EvalArgs): Promise<{ json: string; md: string; html: string }> {
   const suite = suiteFromArgs(args);
   const configurations = parseConfigurations(args.configurations);
+  const windows = args.window === undefined ? null : parseWindowFlag(String(args.window));
   requireDirectoryPath(args.out);
+  checkOutput({
+    out: args.out, flag: '--out', kind: 'dir', overwrite: args.overwrite ?? false,
+    inputs: [
+      ...modelInputs(args.model, args.teacher),
+      { path: args.adapter, what: 'adapter directory' },
+      { path: suite.source !== 'flags' && fs.existsSync(suite.source) ? suite.source : null, what: 'suite file' },
+      ...suite.corpora.map((c) => ({ path: c.kind === 'file' ? c.path : null, what: 'corpus' })),
+    ],
+    isOurs: isEvalOutputEntry, marker: 'report.json',
+  });
   await startBackend(args.backend, args.quiet);
+  if (!args.quiet) {
+    // Which layers run what in each gated configuration (the teacher ones are softmax throughout).
+    const numLayers = modelLayerCount(args.model, args.teacher);
+    const adapterLayers = args.adapter ? readAdapter(args.adapter).layers : null;
+    const runs = (name: ConfigurationName) => ((configurations ?? suite.configurations ?? CONFIGURATIONS) as readonly string[]).includes(name);
+    if (runs('engine')) process.stderr.write(studentPolicyLine('engine', numLayers, null, 'engine'));
+    if (adapterLayers && runs('adapter')) process.stderr.write(studentPolicyLine('adapter', numLayers, adapterLayers, args.rest));
+    if (adapterLayers && runs('hybrid')) process.stderr.write(studentPolicyLine('hybrid', numLayers, adapterLayers, 'teacher'));
+  }
   let progress: Progress | null = null;
+  const perToken = new Map<string, PerTokenValues>();
   const report = await runEval({
     model: args.model,
     adapter: args.adapter ?? null,
+    allowOtherBase: args.allowOtherBase ?? false,
     suite,
     rest: args.rest,
     teacher: args.teacher,
     configurations,
+    windows,
     workers: args.workers ?? null,
+    perToken: (name, values) => perToken.set(name, values),
     log: (line) => {
       if (!args.quiet) process.stderr.write(`synaxim: ${line}\n`);
     },
@@ -79,7 +120,27 @@ export async function runEvalCommand(args: EvalArgs): Promise<{ json: string; md
       if (done === total) progress.finish();
     },
   });
-  const paths = await writeReport(path.resolve(args.out), report);
+  // Per-token figures for paired comparisons (`synaxim compare`); tied to report.json by the tokens hash.
+  const outDir = path.resolve(args.out);
+  const outExisted = fs.existsSync(outDir);
+  // An earlier per-token file is kept aside (under a temporary's name) until the new report is in place.
+  const perTokenFile = path.join(outDir, PER_TOKEN_FILE);
+  const aside = path.join(outDir, `.${PER_TOKEN_FILE}.tmp-${process.pid}-0`);
+  const hadPerToken = fs.existsSync(perTokenFile);
+  let paths: Awaited<ReturnType<typeof writeReport>>;
+  try {
+    ensureDir(outDir); // (says "read-only file system" where a recursive mkdir says ENOENT)
+    if (hadPerToken) fs.renameSync(perTokenFile, aside);
+    writePerToken(outDir, report.tokens.hash, perToken);
+    paths = await writeReport(outDir, report);
+  } catch (e) {
+    // Disk full, read-only…: leave nothing of this run behind, and the earlier report as it was.
+    fs.rmSync(perTokenFile, { force: true });
+    if (hadPerToken && fs.existsSync(aside)) fs.renameSync(aside, perTokenFile);
+    if (!outExisted && fs.existsSync(outDir) && fs.readdirSync(outDir).length === 0) fs.rmdirSync(outDir);
+    throw e;
+  }
+  if (hadPerToken) fs.rmSync(aside, { force: true });
   if (!args.quiet) {
     for (const c of report.configurations) {
       process.stderr.write(
@@ -98,7 +159,8 @@ export const command: CommandModule<any, any> = {
   builder: (y) =>
     withBackend(y)
       .option('model', { type: 'string', demandOption: true, describe: 'registry name or model directory (HF, .symb, or a directory holding hf/ and symb-*/)' })
-      .option('adapter', { type: 'string', describe: 'symbiotic_adapter directory: adds the adapter and hybrid configurations' })
+      .option('adapter', { type: 'string', describe: 'symbiotic_adapter directory (ours or the SYNAXIM scripts\' .pt): adds the adapter and hybrid configurations' })
+      .option('allow-other-base', { type: 'boolean', describe: 'apply an adapter whose recorded base model is not this model (warns; recorded in the report)' })
       .option('suite', { type: 'string', describe: 'built-in suite (smoke, standard) or a suite JSON file [default: smoke]' })
       .option('corpus', { type: 'string', describe: 'ad-hoc suite: JSONL (text field) or plain-text corpus, each document its own sequence' })
       .option('context', { type: 'number', describe: 'ad-hoc suite: tokens per sequence, BOS included [default: 128]' })
@@ -107,10 +169,17 @@ export const command: CommandModule<any, any> = {
       .option('token-budget', { type: 'number', describe: 'ad-hoc suite: at most this many scored tokens' })
       .option('rest', { choices: REST_POLICIES, default: 'engine' as RestPolicy, describe: 'adapter configuration: policy of the layers without adapter' })
       .option('teacher', { type: 'string', describe: "teacher directory, or 'same' to use the student's own weights" })
-      .option('configurations', { type: 'string', describe: `only these (comma-separated: ${CONFIGURATIONS.join(', ')}); the teacher always runs` })
+      .option('configurations', { type: 'string', describe: `only these (comma-separated: ${CONFIGURATION_NAMES_HELP}); the teacher always runs` })
+      .option('window', {
+        type: 'string',
+        describe: "window baselines window-W (every layer softmax over the last W positions, student's weights): W[,W2…] adds them to the same-memory window that runs by default; 'none' runs no window",
+      })
       .option('out', { type: 'string', demandOption: true, describe: 'output directory for the report' })
+      .option('overwrite', { type: 'boolean', default: false, describe: 'replace an earlier report in --out (other files there are kept)' })
       .option('workers', { type: 'number', describe: 'worker threads, one tfjs engine each [default: 2 with ≥ 2 cores unless the job is tiny, else 1]' })
-      .option('quiet', { type: 'boolean', default: false, describe: 'no progress or summary on stderr (the report path still goes to stdout)' }),
+      .option('quiet', { type: 'boolean', default: false, describe: 'no progress or summary on stderr (the report path still goes to stdout)' })
+      .example('$0 eval --model stories260k --adapter out/distill-stories260k-L0-1 --out out/eval-adapter', 'teacher, engine, adapter and hybrid on the smoke suite')
+      .example('$0 eval --model stories260k --corpus wiki.test.raw --context 512 --out out/eval-wiki', 'your own corpus (plain text or JSONL with a text field)'),
   handler: async (args) => {
     await runEvalCommand(args as unknown as EvalArgs);
   },

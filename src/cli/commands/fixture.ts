@@ -5,6 +5,11 @@ import { writeDirAtomic } from '../../core/atomic.ts';
 import { FIXTURE_SHAPES, type FixtureShape, writeFixtureHf } from '../../formats/fixture.ts';
 import { convertHfToSymb } from '../../formats/convert.ts';
 import { Progress } from '../../core/progress.ts';
+import { checkOutput } from '../../core/outputs.ts';
+
+/** What a fixture directory holds; anything else in OUT is the user's and is kept. */
+const FIXTURE_ENTRIES = ['hf', 'symb-int4'];
+const isFixtureEntry = (name: string) => FIXTURE_ENTRIES.includes(name);
 
 export async function makeFixture(shape: FixtureShape, out: string, opts: { seed?: number; groupSize?: number; quiet?: boolean } = {}): Promise<void> {
   const log = (s: string) => opts.quiet || process.stderr.write(s + '\n');
@@ -21,7 +26,7 @@ export async function makeFixture(shape: FixtureShape, out: string, opts: { seed
     (bar as Progress | null)?.finish();
     log(`fixture ${shape}: converting to int4 .symb`);
     await convertHfToSymb(hf, path.join(tmp, 'symb-int4'), { quantize: 'int4', groupSize: opts.groupSize ?? (shape === 'tiny' ? 32 : 128) });
-  });
+  }, { isOurs: isFixtureEntry, marker: 'symb-int4' });
   log(`wrote ${out}/hf and ${out}/symb-int4`);
 }
 
@@ -34,8 +39,12 @@ export const command: CommandModule<any, any> = {
       .positional('out', { type: 'string', demandOption: true, describe: 'output directory (gets hf/ and symb-int4/)' })
       .option('shape', { choices: FIXTURE_SHAPES, default: 'tiny' as FixtureShape, describe: 'model dimensions' })
       .option('seed', { type: 'number', default: 0 })
-      .option('group-size', { type: 'number', describe: 'int4 group size (default 32 for tiny, 128 otherwise)' }),
+      .option('group-size', { type: 'number', describe: 'int4 group size (default 32 for tiny, 128 otherwise)' })
+      .option('overwrite', { type: 'boolean', default: false, describe: 'replace an earlier fixture in OUT, or write hf/ and symb-int4/ into a non-empty OUT (other files are kept)' })
+      .example('$0 fixture models/tiny', 'the tiny random model the registry name `tiny` finds')
+      .example('$0 fixture --shape magnus /tmp/magnus', 'a random model of Magnus\'s exact shape (about 18 GB) for scale tests'),
   handler: async (args) => {
+    checkOutput({ out: String(args.out), flag: 'OUT', kind: 'dir', overwrite: Boolean(args.overwrite), inputs: [], isOurs: isFixtureEntry, marker: 'symb-int4' });
     await makeFixture(args.shape as FixtureShape, String(args.out), { seed: Number(args.seed), groupSize: args['group-size'] as number | undefined });
   },
 };

@@ -6,13 +6,15 @@
  */
 import type { CommandModule } from 'yargs';
 import { fail } from '../../core/errors.ts';
+import { checkOutput, modelInputs } from '../../core/outputs.ts';
 import { resolveModel } from '../../core/registry.ts';
 import { openModel } from '../../formats/openModel.ts';
 import { writeSafetensors, type StTensorToWrite } from '../../formats/safetensors.ts';
 import type { ModelWeights } from '../../formats/weights.ts';
 import { teacherPrefill, validateIds } from '../../teacher/teacher.ts';
 import { studentPrefill } from '../../engine/student.ts';
-import { readAdapter } from '../../engine/adapter.ts';
+import { readAdapter, readAdapterForModel } from '../../engine/adapter.ts';
+import { studentPolicyLine } from '../../engine/policyLine.ts';
 import { parseIdList, startBackend, withBackend } from '../common.ts';
 
 export const ENGINES = ['teacher', 'student'] as const;
@@ -52,20 +54,30 @@ interface ForwardArgs {
   hidden: boolean;
   engine: Engine;
   adapter?: string;
+  allowOtherBase?: boolean;
   rest: RestPolicy;
   backend: Parameters<typeof startBackend>[0];
+  overwrite?: boolean;
 }
 
 /** The handler's work, callable from tests. Returns what was written. */
 export async function runForward(args: ForwardArgs): Promise<{ out: string; tokens: number; tensors: string[] }> {
   if (args.engine === 'teacher' && args.adapter !== undefined) fail(null, '--adapter needs --engine student');
   const ids = parseIdList(args.ids, '--ids');
+  checkOutput({
+    out: args.out, flag: '--out', kind: 'file', overwrite: args.overwrite ?? false,
+    inputs: [...modelInputs(args.model), { path: args.adapter, what: 'adapter directory' }],
+  });
   const backend = await startBackend(args.backend);
   const resolved = resolveModel(args.model);
   const dir = args.engine === 'teacher' ? resolved.teacherDir : resolved.studentDir;
   const weights = openModel(dir);
   try {
     validateIds(weights.config, ids, '--ids');
+    if (args.engine === 'student') {
+      const adapterLayers = args.adapter !== undefined ? readAdapterForModel(args.adapter, weights, args.allowOtherBase ?? false).layers : null;
+      process.stderr.write(studentPolicyLine('student', weights.config.numLayers, adapterLayers, args.rest));
+    }
     const forward = args.engine === 'teacher' ? teacherForward : studentForward({ adapter: args.adapter ?? null, rest: args.rest });
     const t0 = performance.now();
     const r = forward(weights, ids, { hidden: args.hidden });
@@ -100,10 +112,14 @@ export const command: CommandModule<any, any> = {
       .option('model', { type: 'string', demandOption: true, describe: 'model directory (HF or .symb) or registry name' })
       .option('ids', { type: 'string', demandOption: true, describe: 'comma-separated token ids, e.g. 1,5,9' })
       .option('out', { type: 'string', demandOption: true, describe: 'output .safetensors file' })
+      .option('overwrite', { type: 'boolean', default: false, describe: 'replace an existing --out file' })
       .option('hidden', { type: 'boolean', default: false, describe: 'also write hidden.0 … hidden.L [T, hidden]' })
       .option('engine', { choices: ENGINES, default: 'teacher' as Engine, describe: 'softmax-attention teacher or SYNAXIM student' })
       .option('adapter', { type: 'string', describe: 'student: symbiotic_adapter directory' })
-      .option('rest', { choices: REST_POLICIES, default: 'engine' as RestPolicy, describe: 'student: policy for layers without an adapter' }),
+      .option('allow-other-base', { type: 'boolean', describe: 'apply an adapter whose recorded base model is not this model (warns)' })
+      .option('rest', { choices: REST_POLICIES, default: 'engine' as RestPolicy, describe: 'student: policy for layers without an adapter' })
+      .example('$0 forward --model stories260k --ids 1,403,407 --out logits.safetensors --hidden', 'teacher logits and hidden states for three tokens')
+      .example('$0 forward --model stories260k --ids 1,403,407 --engine student --adapter out/distill-stories260k-L0-1 --out student.safetensors', 'the same through the student with a trained adapter'),
   handler: async (args) => {
     await runForward(args as unknown as ForwardArgs);
   },

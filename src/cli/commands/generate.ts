@@ -14,7 +14,8 @@ import { loadTokenizer, type Tokenizer } from '../../formats/tokenizer.ts';
 import type { ModelWeights } from '../../formats/weights.ts';
 import { TeacherDecoder, validateIds } from '../../teacher/teacher.ts';
 import { StudentDecoder } from '../../engine/student.ts';
-import { readAdapter } from '../../engine/adapter.ts';
+import { readAdapter, readAdapterForModel } from '../../engine/adapter.ts';
+import { studentPolicyLine } from '../../engine/policyLine.ts';
 import { parseIdList, startBackend, withBackend } from '../common.ts';
 import { ENGINES, REST_POLICIES, type Engine, type RestPolicy, type StudentOptions } from './forward.ts';
 
@@ -74,6 +75,7 @@ interface GenerateArgs {
   json: boolean;
   engine: Engine;
   adapter?: string;
+  allowOtherBase?: boolean;
   rest: RestPolicy;
   backend: Parameters<typeof startBackend>[0];
 }
@@ -116,6 +118,10 @@ export async function runGenerate(args: GenerateArgs, write: (s: string) => void
     if (promptIds.length > c.maxPositionEmbeddings) fail(null, `prompt of ${promptIds.length} tokens is longer than the model's ${c.maxPositionEmbeddings} positions`);
     const eosIds = [...new Set([...c.eosTokenIds, ...(tokenizer?.eosIds ?? [])])];
 
+    if (args.engine === 'student') {
+      const adapterLayers = args.adapter !== undefined ? readAdapterForModel(args.adapter, weights, args.allowOtherBase ?? false).layers : null;
+      process.stderr.write(studentPolicyLine('student', c.numLayers, adapterLayers, args.rest));
+    }
     decoder = args.engine === 'teacher' ? new TeacherDecoder(weights) : studentDecoder(weights, { adapter: args.adapter ?? null, rest: args.rest });
     const stream = !args.json;
     if (stream) write(tokenizer ? tokenizer.decode(promptIds) : promptIds.join(' '));
@@ -160,8 +166,11 @@ export const command: CommandModule<any, any> = {
       .option('json', { type: 'boolean', default: false, describe: 'print {"ids": [...], "text": ...} at the end instead of streaming' })
       .option('engine', { choices: ENGINES, default: 'teacher' as Engine, describe: 'softmax-attention teacher (KV cache) or SYNAXIM student (recurrent)' })
       .option('adapter', { type: 'string', describe: 'student: symbiotic_adapter directory' })
+      .option('allow-other-base', { type: 'boolean', describe: 'apply an adapter whose recorded base model is not this model (warns)' })
       .option('rest', { choices: REST_POLICIES, default: 'engine' as RestPolicy, describe: 'student: policy for layers without an adapter' })
-      .conflicts('prompt', 'prompt-ids'),
+      .conflicts('prompt', 'prompt-ids')
+      .example('$0 generate --model stories260k --prompt "Once upon a time" --max-tokens 64', 'greedy continuation by the teacher')
+      .example('$0 generate --model stories260k --prompt "Once upon a time" --engine student --adapter out/distill-stories260k-L0-1', 'the same by the student (adapted layers 0-1, the rest engine-v0.1.1)'),
   handler: async (args) => {
     await runGenerate(args as unknown as GenerateArgs);
   },

@@ -11,6 +11,8 @@ import { command as compare } from './compare.ts';
 import { command as distill } from './distill.ts';
 import { command as demo } from './demo.ts';
 import { command as bench } from './bench.ts';
+import { command as sweep } from './sweep.ts';
+import { command as models } from './models.ts';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const COMMANDS: CommandModule<any, any>[] = [inspect, convert, importLlama2c, fixture, forward, generate, distill, evaluate, compare, demo, bench];
+export const COMMANDS: CommandModule<any, any>[] = [inspect, convert, importLlama2c, fixture, forward, generate, distill, evaluate, sweep, compare, demo, bench, models];
