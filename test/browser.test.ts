@@ -76,7 +76,7 @@ describe.skipIf(!hasChromium)('reports in headless Chromium', () => {
     expect(r.errors).toEqual([]);
     expect(r.external).toEqual([]);
     expect(r.tables).toBeGreaterThanOrEqual(4);
-    expect(r.charts.map((c: { id: string }) => c.id)).toEqual(['chart-ppl', 'chart-kld', 'chart-position', 'chart-layers', 'chart-cosine', 'chart-memory']);
+    expect(r.charts.map((c: { id: string }) => c.id)).toEqual(['chart-ppl', 'chart-kld-mean', 'chart-kld', 'chart-position', 'chart-layers', 'chart-cosine', 'chart-memory']);
     for (const c of r.charts) {
       expect(c.hasSvg).toBe(true);
       expect(c.width).toBeGreaterThan(200);

@@ -192,6 +192,8 @@ function tempsOf(dir: string, base: string): string[] {
   return fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.startsWith(`.${base}.`)) : [];
 }
 const TEMP_NAME = /^\..+\.tmp-\d+-\d+(\.old)?$/;
+/** What eval writes: the report and the per-token figures `compare` pairs runs by (staged together, report.json last). */
+const REPORT_FILES = ['per_token.safetensors', 'report.md', 'report.html', 'report.json'];
 
 // ---------------------------------------------------------------------------------------------
 
@@ -317,7 +319,7 @@ describe('eval killed with kill -9 or interrupted with Ctrl-C', () => {
   /** A killed eval's --out: absent, or holding no report.json, or a complete report of the same figures. */
   const check = (out: string): string => {
     if (!fs.existsSync(out)) return 'absent';
-    for (const n of fs.readdirSync(out)) if (!['report.md', 'report.html', 'report.json'].includes(n)) expect(n).toMatch(TEMP_NAME);
+    for (const n of fs.readdirSync(out)) if (!REPORT_FILES.includes(n)) expect(n).toMatch(TEMP_NAME);
     if (!fs.existsSync(path.join(out, 'report.json'))) return `no report.json (${fs.readdirSync(out).join(', ') || 'empty'})`;
     const r = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as EvalReport;
     expect(r.configurations.map((c) => c.name)).toEqual(CONFIGURATION_NAMES);
@@ -365,7 +367,7 @@ describe('eval killed with kill -9 or interrupted with Ctrl-C', () => {
     for (const [k, out] of [dirs[1]!, dirs[2]!].entries()) {
       expect(reruns[k]!.code, reruns[k]!.stderr).toBe(0);
       expect(check(out)).toBe('complete report');
-      expect(fs.readdirSync(out).sort()).toEqual(['report.html', 'report.json', 'report.md']);
+      expect(fs.readdirSync(out).sort()).toEqual([...REPORT_FILES].sort());
     }
   });
 

@@ -1,6 +1,6 @@
 /** Progress output: a redrawn bar with ETA and tokens/s on a terminal, sparse plain lines otherwise. */
 import { describe, expect, it } from 'vitest';
-import { formatDuration, formatRate, Progress } from '../src/core/progress.ts';
+import { cumulativeProgress, formatDuration, formatRate, Progress, RateEstimator } from '../src/core/progress.ts';
 
 function sink() {
   const chunks: string[] = [];
@@ -60,3 +60,72 @@ describe('Progress', () => {
     expect(formatRate(2.5e6)).toBe('2.5M');
   });
 });
+
+describe('ETA (RateEstimator, fake clock)', () => {
+  /** The distill story: a first unit that carries 60 s of start-up, then 390 units of 1 s each (7.5 min in all). */
+  function warmupRun(onTick: (t: number, done: number, trueLeft: number) => void) {
+    const total = 391;
+    let t = 60_000;
+    onTick(t, 1, 390);
+    for (let done = 2; done <= total; done++) {
+      t += 1000;
+      onTick(t, done, total - done);
+    }
+  }
+
+  it('holds after a slow start: within 10% of the true time left from 3 min on, where the mean since the start is 30-50% high', () => {
+    const est = new RateEstimator(0);
+    const worst = { ours: 0, mean: Infinity };
+    warmupRun((t, done, trueLeft) => {
+      est.add(1, t);
+      if (t < 180_000 || trueLeft < 10) return;
+      const ours = est.etaSeconds(trueLeft, t);
+      const mean = trueLeft / (done / (t / 1000)); // what Progress said before: the mean rate since the start
+      worst.ours = Math.max(worst.ours, Math.abs(ours - trueLeft) / trueLeft);
+      worst.mean = Math.min(worst.mean, mean / trueLeft);
+      if (t === 180_000) expect(mean / trueLeft).toBeGreaterThan(1.3);
+    });
+    expect(worst.ours).toBeLessThan(0.1);
+    expect(worst.mean).toBeGreaterThan(1.0); // the old estimate is high all the way
+  });
+
+  it('steady work: exact from the first tick; a stall raises the ETA instead of freezing it', () => {
+    const est = new RateEstimator(0);
+    for (let i = 1; i <= 10; i++) est.add(5, i * 1000); // 5 units/s
+    expect(est.etaSeconds(50, 10_000)).toBeCloseTo(10, 9);
+    expect(est.etaSeconds(0, 10_000)).toBe(0);
+    const stalled = est.etaSeconds(50, 40_000); // 30 s without a tick
+    expect(stalled).toBeGreaterThan(20);
+    expect(new RateEstimator(0).etaSeconds(10, 5000)).toBeNaN(); // nothing timed yet: '?'
+  });
+
+  it('a rate change is followed within a few half-lives', () => {
+    const est = new RateEstimator(0, 10_000);
+    let t = 0;
+    for (let i = 0; i < 60; i++) est.add(1, (t += 1000)); // 1 unit/s for a minute
+    for (let i = 0; i < 120; i++) est.add(1, (t += 250)); // then 4 units/s for 30 s (3 half-lives)
+    expect(est.rate(t) * 1000).toBeGreaterThan(3.4);
+    expect(est.rate(t) * 1000).toBeLessThan(4.01);
+  });
+
+  it('eval\'s cumulative tokens × layers: one bar line per layer, ETA from comparable units', () => {
+    let now = 0;
+    const { chunks, stream } = sink();
+    const cb = cumulativeProgress('eval', { tty: true, stream, now: () => now });
+    // 2 configurations × 2 batches of 100 tokens × 5 layers, 1 s per layer
+    const total = 2 * 2 * 100 * 5;
+    cb(0, total, 0, 'starting');
+    let done = 0;
+    for (let unit = 0; unit < 4; unit++) {
+      for (let l = 0; l < 5; l++) {
+        now += 1000;
+        done += 100;
+        cb(done, total, l === 4 ? 100 : 0, `cfg layer ${l + 1}/5`);
+        if (unit === 1 && l === 1) expect(chunks.at(-1)!).toMatch(/700\/2000 {2}35% .*ETA 13s cfg layer 2\/5/);
+      }
+    }
+    expect(chunks.length).toBe(20 + 1); // every layer drawn, then the final line
+    expect(chunks.at(-1)!).toMatch(/2000\/2000 100% .* 20s/);
+  });
+});
+

@@ -89,7 +89,7 @@ describe('report files', () => {
   it('report.html is self-contained: inline SVG charts, no scripts to run, no network', () => {
     const html = fs.readFileSync(path.join(dir, 'report.html'), 'utf8');
     const svgs = html.match(/<svg[\s>]/g) ?? [];
-    expect(svgs.length).toBe(6); // ppl, kld, position, layers, cosine, memory
+    expect(svgs.length).toBe(7); // ppl, kld-mean, kld, position, layers, cosine, memory
     for (const id of ['ppl', 'kld', 'position', 'layers', 'memory']) expect(html).toContain(`id="chart-${id}"`);
     // no external resources: no src=/href= pointing anywhere, no executable scripts
     expect(html).not.toMatch(/\s(src|href)\s*=\s*["']?(https?:|\/\/)/i);

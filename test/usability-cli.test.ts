@@ -45,6 +45,7 @@ describe('the policy line', () => {
     expect(formatPolicyLine(studentPolicies(32, [0, 1, 2, 3, 4], 'teacher'))).toBe('layers 0-4 adapter-v1, 5-31 softmax');
     expect(formatPolicyLine(studentPolicies(5, null, 'engine'))).toBe('layers 0-4 engine-v0.1.1');
     expect(formatPolicyLine(studentPolicies(5, [2], 'fixed'))).toBe('layers 0-1 fixed, 2 adapter-v1, 3-4 fixed');
+    expect(formatPolicyLine(studentPolicies(5, [0, 1], 'engine', 'adapter-window-4'))).toBe('layers 0-1 adapter-window-4, 2-4 engine-v0.1.1');
     expect(formatPolicyLine(studentPolicies(5, null, 'teacher'))).toMatch(/^layers 0-4 softmax \(nothing is gated: /);
   });
 });

@@ -161,6 +161,9 @@ describe('memory accounting of window layers', () => {
       [8 * 128 + 16384 + 3 * 8 * 128, 16 * 128 + 16384 + 3 * 128 * 128, 16 * 128 + 16384 + 3 * 1024 * 128],
     ]);
     expect(m.report.same_memory_window).toBe(128);
+    // adapter-window-W keeps its gate state and the last W positions.
+    const aw = attentionMemory(stories, [['adapter-window-4', 'adapter-v1', 'teacher', 'teacher', 'teacher']], [2, 128]);
+    expect(aw.perConfiguration).toEqual([[16384 + 2 * 128 + 16384 + 3 * 2 * 128, 16384 + 4 * 128 + 16384 + 3 * 128 * 128]]);
   });
 });
 

@@ -63,6 +63,10 @@ export interface Adapter {
 
 /** adapter_config.json `adapter_type` / `semantics` of the two adapter kinds. */
 export const ADAPTER_WINDOW_TYPE = 'adapter-window';
+/** How reports and the policy line name an adapter's attention: `adapter-v1`, or `adapter-window-W`. */
+export function adapterPolicyName(a: { window?: number | null }): 'adapter-v1' | `adapter-window-${number}` {
+  return a.window ? `adapter-window-${a.window}` : 'adapter-v1';
+}
 export const ADAPTER_WINDOW_SEMANTICS = 'adapter-window-v1';
 /** Initial window_mix: σ(2) ≈ 0.88 — training starts near the plain window, the stronger of the two parts. */
 export const INITIAL_WINDOW_MIX = 2;

@@ -7,14 +7,14 @@
 import type { RestPolicy } from './student.ts';
 
 /** What the attention block of one layer runs. */
-export type AttentionPolicy = 'adapter-v1' | 'engine-v0.1.1' | 'softmax' | 'fixed';
+export type AttentionPolicy = 'adapter-v1' | `adapter-window-${number}` | 'engine-v0.1.1' | 'softmax' | 'fixed';
 
 const REST_NAME: Record<RestPolicy, AttentionPolicy> = { engine: 'engine-v0.1.1', teacher: 'softmax', fixed: 'fixed' };
 
-/** Per-layer policies of a student: adapted layers adapter-v1, the others what `rest` says. */
-export function studentPolicies(numLayers: number, adapterLayers: readonly number[] | null, rest: RestPolicy): AttentionPolicy[] {
+/** Per-layer policies of a student: adapted layers `adapterName` (adapter-v1 or adapter-window-W), the others what `rest` says. */
+export function studentPolicies(numLayers: number, adapterLayers: readonly number[] | null, rest: RestPolicy, adapterName: AttentionPolicy = 'adapter-v1'): AttentionPolicy[] {
   const adapted = new Set(adapterLayers ?? []);
-  return Array.from({ length: numLayers }, (_, l) => (adapted.has(l) ? 'adapter-v1' : REST_NAME[rest]));
+  return Array.from({ length: numLayers }, (_, l) => (adapted.has(l) ? adapterName : REST_NAME[rest]));
 }
 
 /** ["adapter-v1","adapter-v1","softmax"] -> "layers 0-1 adapter-v1, 2 softmax" (plus why, when nothing is gated). */
@@ -31,6 +31,7 @@ export function formatPolicyLine(policies: readonly string[]): string {
 }
 
 /** The student's policy line for a run: `what` names the run (e.g. `student`, `adapter`). */
-export function studentPolicyLine(what: string, numLayers: number, adapterLayers: readonly number[] | null, rest: RestPolicy): string {
-  return `synaxim: ${what}: ${formatPolicyLine(studentPolicies(numLayers, adapterLayers, rest))}\n`;
+export function studentPolicyLine(what: string, numLayers: number, adapter: { layers: readonly number[]; window?: number | null } | null, rest: RestPolicy): string {
+  const name = adapter?.window ? (`adapter-window-${adapter.window}` as const) : 'adapter-v1';
+  return `synaxim: ${what}: ${formatPolicyLine(studentPolicies(numLayers, adapter?.layers ?? null, rest, name))}\n`;
 }

@@ -21,7 +21,8 @@ const FONT = 'Helvetica, Arial, sans-serif';
 const CONFIG = {
   font: FONT,
   axis: { labelFontSize: 11, titleFontSize: 12, gridColor: '#e6e6e6' },
-  legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 260 },
+  // labelLimit 0: no limit — configuration names are never cut (the legend wraps below the plot instead).
+  legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 0 },
   title: { fontSize: 14, anchor: 'start' },
   view: { stroke: null },
 };
@@ -48,9 +49,11 @@ export function barWithErrors(
   yTitle: string,
   opts: { colorDomain?: string[] } = {},
 ): VlSpec {
-  const finite = rows.filter((r) => Number.isFinite(r.value) && r.value > 0);
-  const span = finite.length ? Math.max(...finite.map((r) => r.value)) / Math.min(...finite.map((r) => r.value)) : 1;
+  const positive = rows.filter((r) => Number.isFinite(r.value) && r.value > 0);
+  const span = positive.length ? Math.max(...positive.map((r) => r.value)) / Math.min(...positive.map((r) => r.value)) : 1;
   const log = span > 100;
+  // A zero (the reference's KLD) is a bar of no height on a linear axis; a log axis cannot show it.
+  const finite = log ? positive : rows.filter((r) => Number.isFinite(r.value) && r.value >= 0);
   const values = finite.map((r) => ({
     label: r.label,
     group: r.group ?? r.label,
@@ -70,8 +73,8 @@ export function barWithErrors(
   };
   const baseline = log ? { y2: { datum: floor } } : {};
   const x = grouped
-    ? { field: 'group', type: 'nominal', title: null, axis: { labelAngle: 0, labelLimit: 160 } }
-    : { field: 'label', type: 'nominal', title: null, sort: null, axis: { labelAngle: -20, labelLimit: 200 } };
+    ? { field: 'group', type: 'nominal', title: null, axis: { labelAngle: 0, labelLimit: 0, labelOverlap: false } }
+    : { field: 'label', type: 'nominal', title: null, sort: null, axis: { labelAngle: -30, labelLimit: 0, labelOverlap: false } };
   const xOffset = grouped ? { xOffset: { field: 'label', type: 'nominal', sort: null } } : {};
   const color = {
     field: 'label',
@@ -85,7 +88,10 @@ export function barWithErrors(
     ...base(title, values),
     layer: [
       { mark: { type: 'bar', tooltip: true }, encoding: { x, ...xOffset, y, ...baseline, color } },
-      { mark: { type: 'rule', color: '#333' }, encoding: { x, ...xOffset, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } } },
+      // ± 1 s.e.: a dark rule with caps, so a small error still shows as a mark.
+      { mark: { type: 'rule', color: '#222', strokeWidth: 1.5 }, encoding: { x, ...xOffset, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } } },
+      { mark: { type: 'tick', color: '#222', thickness: 1.5, size: 10 }, encoding: { x, ...xOffset, y: { field: 'lo', type: 'quantitative' } } },
+      { mark: { type: 'tick', color: '#222', thickness: 1.5, size: 10 }, encoding: { x, ...xOffset, y: { field: 'hi', type: 'quantitative' } } },
     ],
   };
 }
@@ -107,11 +113,36 @@ export function lines(
     yFormat?: string;
     /** Fix series → colour across charts. */
     colorDomain?: string[];
+    /**
+     * A series that is one constant (the reference: KLD 0, relative MSE 0, cosine 1): a dashed
+     * horizontal rule in its colour, labelled; where a log axis cannot show the value (0), on the
+     * bottom edge of the plot.
+     */
+    reference?: { series: string; y: number };
   },
 ): VlSpec {
   const ok = rows.filter((r) => Number.isFinite(r.x) && Number.isFinite(r.y) && (!opts.xLog || r.x > 0) && (!opts.yLog || r.y > 0));
-  return {
-    ...base(title, ok),
+  const ref = opts.reference;
+  const refLayers = ref
+    ? (() => {
+        const onAxis = !opts.yLog || ref.y > 0;
+        const y = onAxis ? { datum: ref.y, type: 'quantitative' } : { value: HEIGHT };
+        const color = { datum: ref.series, type: 'nominal' };
+        // the label goes inside the plot: under a rule at the top (cosine 1, fraction 1), over one lower down
+        const atTop = onAxis && ok.every((r) => r.y <= ref.y);
+        const place = atTop ? { baseline: 'top', dy: 3 } : { baseline: 'bottom', dy: -3 };
+        return [
+          // (one datum of their own: with the chart's data they would draw one rule per row)
+          { data: { values: [{}] }, mark: { type: 'rule', strokeDash: [6, 4], strokeWidth: 2 }, encoding: { y, color } },
+          {
+            data: { values: [{}] },
+            mark: { type: 'text', align: 'left', dx: 4, fontSize: 11, ...place },
+            encoding: { x: { value: 0 }, y, color, text: { value: `${ref.series}: ${ref.y}${onAxis ? '' : ' (below the log axis)'}` } },
+          },
+        ];
+      })()
+    : [];
+  const line = {
     mark: { type: 'line', point: true, tooltip: true },
     encoding: {
       x: {
@@ -128,7 +159,16 @@ export function lines(
         scale: { ...(opts.yLog ? { type: 'log' } : { zero: false }), ...(opts.yDomain ? { domain: opts.yDomain } : {}) },
         axis: opts.yFormat ? { format: opts.yFormat } : {},
       },
-      color: { field: 'series', type: 'nominal', title: null, sort: null, ...(opts.colorDomain ? { scale: { domain: opts.colorDomain } } : {}) },
+      color: {
+        field: 'series',
+        type: 'nominal',
+        title: null,
+        sort: null,
+        // below the plot, in columns: a long configuration name widens nothing and is never cut
+        legend: { orient: 'bottom', direction: 'vertical', columns: 2, labelLimit: 0 },
+        ...(opts.colorDomain ? { scale: { domain: opts.colorDomain } } : {}),
+      },
     },
   };
+  return refLayers.length ? { ...base(title, ok), layer: [line, ...refLayers] } : { ...base(title, ok), ...line };
 }

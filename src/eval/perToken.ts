@@ -10,21 +10,27 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { SafetensorsFile, writeSafetensors, type StTensorToWrite } from '../formats/safetensors.ts';
+import { writeFileAtomic } from '../core/atomic.ts';
+import { encodeSafetensors, SafetensorsFile, type StTensorToWrite } from '../formats/safetensors.ts';
 import type { PerTokenValues } from './stats.ts';
 
 export const PER_TOKEN_FILE = 'per_token.safetensors';
 const FIELDS = ['nll', 'kld', 'delta_p'] as const;
 
-export function writePerToken(dir: string, tokensHash: string, values: Map<string, PerTokenValues>): string {
+/** The file's bytes (staged with the report by writeReport, so both land together). */
+export function encodePerToken(tokensHash: string, values: Map<string, PerTokenValues>): Uint8Array {
   const tensors: Record<string, StTensorToWrite> = {};
   for (const [name, v] of values) {
     for (const f of FIELDS) tensors[`${name}.${f}`] = { dtype: 'F32', shape: [v[f].length], data: v[f] };
     tensors[`${name}.same_top`] = { dtype: 'U8', shape: [v.same_top.length], data: v.same_top };
   }
-  fs.mkdirSync(dir, { recursive: true });
+  return Buffer.concat(encodeSafetensors(tensors, { format: 'synaxim.per_token/1', tokens_hash: tokensHash }));
+}
+
+/** Write the file alone into `dir` (atomically). */
+export function writePerToken(dir: string, tokensHash: string, values: Map<string, PerTokenValues>): string {
   const file = path.join(dir, PER_TOKEN_FILE);
-  writeSafetensors(file, tensors, { format: 'synaxim.per_token/1', tokens_hash: tokensHash });
+  writeFileAtomic(file, encodePerToken(tokensHash, values));
   return file;
 }
 

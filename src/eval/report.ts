@@ -12,7 +12,7 @@ import type { ComparisonStats, DeltaPStats, DistributionStats, HiddenLayerStats,
 export const REPORT_SCHEMA = 'synaxim.eval/1';
 
 /** What the attention block of a layer is in a configuration (`window-W`: softmax over the last W positions). */
-export type LayerPolicy = 'teacher' | 'engine-v0.1.1' | 'adapter-v1' | 'fixed' | `window-${number}`;
+export type LayerPolicy = 'teacher' | 'engine-v0.1.1' | 'adapter-v1' | `adapter-window-${number}` | 'fixed' | `window-${number}`;
 
 export interface ConfigurationReport {
   name: string;
@@ -125,6 +125,8 @@ export interface EvalReport {
   same_memory_window?: number | null;
   configurations: ConfigurationReport[];
   memory: MemoryReport | null;
+  /** Configurations not run, and why (e.g. `hybrid` when the adapter covers every layer: it would be `adapter` again). Absent in older reports. */
+  skipped?: { name: string; why: string }[];
 }
 
 /** Statistics of one configuration as they go into the report. */
@@ -388,14 +390,25 @@ export function reportCharts(r: EvalReport): Chart[] {
       ),
     },
   ];
+  const ref = r.reference;
   if (others.length > 0) {
+    charts.push({
+      id: 'kld-mean',
+      title: 'Mean KLD per configuration',
+      spec: barWithErrors(
+        `Mean KL(${ref} ‖ ·) per configuration (± 1 s.e.; ${ref} = 0)`,
+        cfgs.map((c) => ({ label: c.name, value: c.name === ref ? 0 : c.kld.mean, stderr: c.name === ref ? 0 : c.kld.stderr })),
+        'mean KLD (nats)',
+        { colorDomain },
+      ),
+    });
     charts.push({
       id: 'kld',
       title: 'KLD distribution',
       spec: lines(
         `KL(${r.reference} ‖ ·) per token: cumulative distribution`,
         others.flatMap((c) => kldCdf(c).map((p) => ({ series: c.name, ...p }))),
-        { xTitle: 'KLD per token (nats, log scale)', yTitle: 'fraction of tokens ≤ KLD', xLog: true, yDomain: [0, 1], xFormat: '~g', colorDomain },
+        { xTitle: 'KLD per token (nats, log scale)', yTitle: 'fraction of tokens ≤ KLD', xLog: true, yDomain: [0, 1], xFormat: '~g', colorDomain, reference: { series: ref, y: 1 } },
       ),
     });
     const pos = others.flatMap((c) => c.by_position.map((b) => ({ series: c.name, x: b.start + (r.suite.position_bucket - 1) / 2, y: b.kld_mean })));
@@ -405,7 +418,7 @@ export function reportCharts(r: EvalReport): Chart[] {
       charts.push({
         id: 'position',
         title: 'Divergence vs position',
-        spec: lines('Mean KLD vs position in the window', pos, { xTitle: 'position of the predicting token', yTitle: 'mean KLD (nats)', yLog: span > 100, colorDomain }),
+        spec: lines('Mean KLD vs position in the window', pos, { xTitle: 'position of the predicting token', yTitle: 'mean KLD (nats)', yLog: span > 100, colorDomain, reference: { series: ref, y: 0 } }),
       });
     }
     // x = layer l (hidden state after it, hidden.{l+1}); the embeddings (hidden.0) are in the table only.
@@ -414,7 +427,7 @@ export function reportCharts(r: EvalReport): Chart[] {
       charts.push({
         id: 'layers',
         title: 'Per-layer error',
-        spec: lines('Hidden-state relative MSE after each layer', layerRows, { xTitle: 'layer', yTitle: 'relative MSE (log scale)', yLog: true, xInteger: true, colorDomain }),
+        spec: lines('Hidden-state relative MSE after each layer', layerRows, { xTitle: 'layer', yTitle: 'relative MSE (log scale)', yLog: true, xInteger: true, colorDomain, reference: { series: ref, y: 0 } }),
       });
       charts.push({
         id: 'cosine',
@@ -422,7 +435,7 @@ export function reportCharts(r: EvalReport): Chart[] {
         spec: lines(
           'Hidden-state cosine similarity after each layer',
           others.flatMap((c) => (c.hidden ?? []).filter((h) => h.hidden > 0).map((h) => ({ series: c.name, x: h.hidden - 1, y: h.cosine }))),
-          { xTitle: 'layer', yTitle: 'mean cosine similarity', xInteger: true, colorDomain },
+          { xTitle: 'layer', yTitle: 'mean cosine similarity', xInteger: true, colorDomain, reference: { series: ref, y: 1 } },
         ),
       });
     }
@@ -462,6 +475,7 @@ export function headerLines(r: EvalReport): string[] {
     `adapter: ${a ? `${a.dir} — layers ${a.layers.join(',')} (${a.semantics}, ${shortHash(a.hash)}); other layers: ${r.rest}` : 'none'}`,
     ...(a?.base_model?.note ? [`adapter base model: ${a.base_model.status === 'other-base' ? '**other base model** — ' : ''}${a.base_model.note}`] : []),
     `suite: ${r.suite.name} — ${r.suite.description || r.suite.source}; context ${r.suite.context}${r.suite.stride ? `, stride ${r.suite.stride}` : ''}`,
+    ...(r.skipped ?? []).map((k) => `not run: ${k.name} — ${k.why}`),
     `tokens: ${r.tokens.scored} scored in ${r.tokens.windows} windows from ${r.tokens.documents} documents (${shortHash(r.tokens.hash)})`,
     `backend: ${r.backend.name} (${r.backend.detail}); synaxim ${r.tool.version}, tfjs ${r.tool.tfjs}, node ${r.tool.node}; ${r.created}; ${fmt(r.wall_s, 3)} s`,
   ];
@@ -502,6 +516,7 @@ ul.meta { font-size: 13px; color: #444; padding-left: 18px; }
 table { border-collapse: collapse; font-size: 13px; margin-top: 6px; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
+td:first-child { white-space: normal; overflow-wrap: anywhere; min-width: 8em; } /* a long configuration name wraps instead of widening the page */
 thead th { background: #f4f4f4; }
 td.flag { background: #fff1c2; font-weight: bold; }
 p.note { font-size: 12px; color: #666; max-width: 1000px; }
@@ -554,7 +569,7 @@ export function jsonSafe<T>(x: T): T {
  * Everything is rendered before the first file is touched, which keeps the window in which a kill
  * leaves md/html without a report.json to the few milliseconds of the writes.
  */
-export async function writeReport(dir: string, report: EvalReport): Promise<{ json: string; md: string; html: string }> {
+export async function writeReport(dir: string, report: EvalReport, extra: { name: string; data: string | Uint8Array }[] = []): Promise<{ json: string; md: string; html: string }> {
   const r = jsonSafe(report);
   const paths = { json: path.join(dir, 'report.json'), md: path.join(dir, 'report.md'), html: path.join(dir, 'report.html') };
   const md = renderMarkdown(r) + '\n';
@@ -563,6 +578,7 @@ export async function writeReport(dir: string, report: EvalReport): Promise<{ js
   removeStaleTemps(dir); // half-written temporaries of an earlier eval that was killed while writing
   // All three are staged first (a full disk leaves the older report whole); report.json goes in last
   // and an older one is moved aside before the first rename, so it never vouches for the new md/html.
-  writeFilesAtomic(dir, [{ name: 'report.md', data: md }, { name: 'report.html', data: html }, { name: 'report.json', data: json }], 'report.json');
+  // `extra` (per_token.safetensors) is staged with them, so it never sits beside another run's report.json.
+  writeFilesAtomic(dir, [...extra, { name: 'report.md', data: md }, { name: 'report.html', data: html }, { name: 'report.json', data: json }], 'report.json');
   return paths;
 }

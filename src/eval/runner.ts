@@ -32,7 +32,7 @@ import { qDim, type ModelConfig } from '../formats/config.ts';
 import { openModel } from '../formats/openModel.ts';
 import { loadTokenizer } from '../formats/tokenizer.ts';
 import type { ModelWeights } from '../formats/weights.ts';
-import { checkAdapterBase, readAdapter, type Adapter } from '../engine/adapter.ts';
+import { adapterPolicyName, checkAdapterBase, readAdapter, type Adapter } from '../engine/adapter.ts';
 import { breakEvenContext, cachedPositions, DEFAULT_KV_BYTES, DEFAULT_STATE_BYTES, formatBytes, gateStateBytesPerLayer, kvBytesPerTokenPerLayer, sameMemoryWindow } from '../engine/memory.ts';
 import { studentPrefill, type RestPolicy } from '../engine/student.ts';
 import { teacherPrefill } from '../teacher/teacher.ts';
@@ -80,7 +80,11 @@ export interface RunEvalOptions {
   batchTokens?: number;
   /** Progress and log lines (default: silent). */
   log?: (line: string) => void;
-  /** Called once with done = 0 before the first batch, then after each configuration finished a batch (units done/total, tokens fed). */
+  /**
+   * Called once with done = 0 before the first batch, then after every layer of a batch through a
+   * configuration (in-process; with workers, per finished batch): cumulative work done/total in
+   * tokens × layers, and the tokens fed when a batch finished (0 between layers).
+   */
   progress?: (done: number, total: number, tokens: number, status: string) => void;
   /**
    * Worker threads (src/core/workers.ts) that run (batch, configuration) units side by side, each
@@ -98,7 +102,8 @@ interface ConfigurationPlan {
   description: string;
   weights: 'teacher' | 'student';
   layers: LayerPolicy[];
-  run: (sequences: number[][], hidden: boolean) => PrefillResult;
+  /** `onLayerDone`: after each layer of the batch (progress). */
+  run: (sequences: number[][], hidden: boolean, onLayerDone?: (layer: number) => void) => PrefillResult;
   /** `window-W`: W; `sameMemory` when it is the same-memory window. */
   window?: number;
   sameMemory?: boolean;
@@ -107,7 +112,7 @@ interface ConfigurationPlan {
 const REST_TO_POLICY: Record<RestPolicy, LayerPolicy> = { engine: 'engine-v0.1.1', teacher: 'teacher', fixed: 'fixed' };
 
 function layerPolicies(numLayers: number, adapter: Adapter | null, rest: RestPolicy): LayerPolicy[] {
-  return Array.from({ length: numLayers }, (_, l) => (adapter && adapter.layers.includes(l) ? 'adapter-v1' : REST_TO_POLICY[rest]));
+  return Array.from({ length: numLayers }, (_, l) => (adapter && adapter.layers.includes(l) ? adapterPolicyName(adapter) : REST_TO_POLICY[rest]));
 }
 
 function windowPolicies(numLayers: number, window: number): LayerPolicy[] {
@@ -117,6 +122,12 @@ function windowPolicies(numLayers: number, window: number): LayerPolicy[] {
 /** `window-W` in a report's layer list -> W; null for any other policy. */
 export function windowOfPolicy(p: LayerPolicy): number | null {
   const m = /^window-([0-9]+)$/.exec(p);
+  return m ? Number(m[1]) : null;
+}
+
+/** `adapter-window-W` -> W (it keeps a gate state and the last W positions); null for any other policy. */
+function adapterWindowOfPolicy(p: LayerPolicy): number | null {
+  const m = /^adapter-window-([0-9]+)$/.exec(p);
   return m ? Number(m[1]) : null;
 }
 
@@ -141,7 +152,13 @@ export function attentionMemory(c: ModelConfig, layersPerConfiguration: LayerPol
   const kvPerToken = kvBytesPerTokenPerLayer(c, DEFAULT_KV_BYTES);
   const state = gateStateBytesPerLayer(c, DEFAULT_STATE_BYTES);
   // per layer: a softmax layer's KV cache, a window layer's (at most W positions), or one gate state
-  const layerBytes = (p: LayerPolicy, t: number) => (p === 'teacher' ? cachedPositions(c, t) * kvPerToken : windowOfPolicy(p) !== null ? cachedPositions(c, t, windowOfPolicy(p)) * kvPerToken : state);
+  const layerBytes = (p: LayerPolicy, t: number): number => {
+    if (p === 'teacher') return cachedPositions(c, t) * kvPerToken;
+    const w = windowOfPolicy(p);
+    if (w !== null) return cachedPositions(c, t, w) * kvPerToken;
+    const aw = adapterWindowOfPolicy(p);
+    return aw !== null ? state + cachedPositions(c, t, aw) * kvPerToken : state;
+  };
   const perConfiguration = layersPerConfiguration.map((layers) => contexts.map((t) => layers.reduce((sum, p) => sum + layerBytes(p, t), 0)));
   const breakEven = breakEvenContext(c);
   return {
@@ -314,7 +331,7 @@ export function configurationPlans(
       description: `softmax attention on the teacher's weights (${teacherWeights.format} ${teacherWeights.storage})`,
       weights: 'teacher',
       layers: layerPolicies(c.numLayers, null, 'teacher'),
-      run: (seqs, hidden) => teacherPrefill(teacherWeights, seqs, { hidden, guardFinite: false }),
+      run: (seqs, hidden, onLayerDone) => teacherPrefill(teacherWeights, seqs, { hidden, guardFinite: false, onLayerDone }),
     },
   ];
   if (studentWeights !== teacherWeights && studentWeights.format === 'symb') {
@@ -323,7 +340,7 @@ export function configurationPlans(
       description: `softmax attention on the student's dequantized weights (${studentWeights.storage}): quantization error only`,
       weights: 'student',
       layers: layerPolicies(c.numLayers, null, 'teacher'),
-      run: (seqs, hidden) => teacherPrefill(studentWeights, seqs, { hidden, guardFinite: false }),
+      run: (seqs, hidden, onLayerDone) => teacherPrefill(studentWeights, seqs, { hidden, guardFinite: false, onLayerDone }),
     });
   }
   all.push({
@@ -331,7 +348,7 @@ export function configurationPlans(
     description: 'every layer engine-v0.1.1 (the published engine, no adapter)',
     weights: 'student',
     layers: layerPolicies(c.numLayers, null, 'engine'),
-    run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'engine', hidden, guardFinite: false }),
+    run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'engine', hidden, guardFinite: false, onLayerDone }),
   });
   if (adapter) {
     all.push({
@@ -339,14 +356,14 @@ export function configurationPlans(
       description: `adapted layers adapter-v1, the others ${REST_TO_POLICY[rest]} (--rest ${rest})`,
       weights: 'student',
       layers: layerPolicies(c.numLayers, adapter, rest),
-      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest, hidden, guardFinite: false }),
+      run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter, rest, hidden, guardFinite: false, onLayerDone }),
     });
     all.push({
       name: 'hybrid',
       description: 'adapted layers adapter-v1, the others softmax attention',
       weights: 'student',
       layers: layerPolicies(c.numLayers, adapter, 'teacher'),
-      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter, rest: 'teacher', hidden, guardFinite: false }),
+      run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter, rest: 'teacher', hidden, guardFinite: false, onLayerDone }),
     });
   }
   for (const name of extra) {
@@ -373,7 +390,7 @@ function parametricPlan(name: ConfigurationName, c: ModelConfig, studentWeights:
       layers: windowPolicies(c.numLayers, W),
       window: W,
       sameMemory: same,
-      run: (seqs, hidden) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'teacher', window: W, hidden, guardFinite: false }),
+      run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'teacher', window: W, hidden, guardFinite: false, onLayerDone }),
     };
   }
   const { policy, layers } = spec;
@@ -386,8 +403,8 @@ function parametricPlan(name: ConfigurationName, c: ModelConfig, studentWeights:
     description: `${which} ${policy === 'engine' ? 'engine-v0.1.1' : 'adapter-v1'}, the others softmax attention`,
     weights: 'student',
     layers: Array.from({ length: c.numLayers }, (_, l) => (layers.includes(l) ? (policy === 'engine' ? 'engine-v0.1.1' : 'adapter-v1') : 'teacher')),
-    run: (seqs, hidden) =>
-      studentPrefill(studentWeights, seqs, { adapter: policy === 'adapter' ? adapter : null, rest: policy === 'engine' ? 'engine' : 'teacher', softmaxLayers, hidden, guardFinite: false }),
+    run: (seqs, hidden, onLayerDone) =>
+      studentPrefill(studentWeights, seqs, { adapter: policy === 'adapter' ? adapter : null, rest: policy === 'engine' ? 'engine' : 'teacher', softmaxLayers, hidden, guardFinite: false, onLayerDone }),
   };
 }
 
@@ -549,7 +566,15 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
       wanted = wanted.filter((w) => all.some((p) => p.name === w));
     }
     // The teacher always runs: it is the reference.
-    const plans = all.filter((p) => p.name === 'teacher' || !wanted || wanted.includes(p.name));
+    let plans = all.filter((p) => p.name === 'teacher' || !wanted || wanted.includes(p.name));
+    // An adapter on every layer leaves no layer to `rest`: `hybrid` would be `adapter` again (same
+    // figures, one series hiding the other in every chart), so it is not computed.
+    const skipped: { name: string; why: string }[] = [];
+    if (adapter && plans.some((p) => p.name === 'adapter') && plans.some((p) => p.name === 'hybrid') && adapter.layers.length >= c.numLayers && Array.from({ length: c.numLayers }, (_, l) => l).every((l) => adapter.layers.includes(l))) {
+      skipped.push({ name: 'hybrid', why: `identical to adapter: the adapter covers every layer (0-${c.numLayers - 1}), so no layer is left for softmax attention` });
+      plans = plans.filter((p) => p.name !== 'hybrid');
+    }
+    for (const k of skipped) log(`eval: not running ${k.name}: ${k.why}`);
 
     // ---- the tokens
     const prep = await prepareWindows(suite, resolved, c);
@@ -575,7 +600,12 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
     const batches = batchWindows(windows, batchTokens);
     const totalUnits = batches.length * plans.length;
     let done = 0;
-    opts.progress?.(0, totalUnits, 0, 'starting');
+    // Progress in work of comparable cost: tokens × layers (a unit = one batch through one configuration,
+    // ticking after every layer when it runs here), so a big model is never minutes without a tick.
+    const batchFed = batches.map((b) => b.reduce((x, w) => x + w.ids.length, 0));
+    const totalWork = fed * c.numLayers * plans.length;
+    let finishedWork = 0;
+    opts.progress?.(0, totalWork, 0, 'starting');
     if (workers > 1) log(`eval: ${workers} worker threads over ${batches.length} batches × ${plans.length} configurations`);
 
     // Units in canonical order (batch-major, teacher first): each configuration's accumulators see
@@ -603,7 +633,8 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
       if (unit % plans.length === plans.length - 1) refs.delete(b);
       wall.set(plan.name, wall.get(plan.name)! + seconds + (performance.now() - t) / 1000);
       done += 1;
-      opts.progress?.(done, totalUnits, batch.reduce((x, w) => x + w.ids.length, 0), plan.name);
+      finishedWork += batchFed[b]! * c.numLayers;
+      opts.progress?.(finishedWork, totalWork, batchFed[b]!, plan.name);
     };
 
     const stopIfInterrupted = async () => {
@@ -614,7 +645,12 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
     if (workers <= 1) {
       for (let unit = 0; unit < totalUnits; unit++) {
         const t = performance.now();
-        const out = plans[unit % plans.length]!.run(batches[Math.floor(unit / plans.length)]!.map((w) => w.ids), wantHidden);
+        const plan = plans[unit % plans.length]!;
+        const b = Math.floor(unit / plans.length);
+        const onLayerDone = (l: number) => {
+          if (l + 1 < c.numLayers) opts.progress?.(finishedWork + (l + 1) * batchFed[b]!, totalWork, 0, `${plan.name} layer ${l + 1}/${c.numLayers}`);
+        };
+        const out = plan.run(batches[b]!.map((w) => w.ids), wantHidden, opts.progress ? onLayerDone : undefined);
         accumulate(unit, out, (performance.now() - t) / 1000);
         await stopIfInterrupted();
       }
@@ -692,6 +728,7 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
       same_memory_window: sameMemoryRun,
       configurations,
       memory: memory ? memory.report : null,
+      ...(skipped.length ? { skipped } : {}),
     };
     report.verdict = verdictSentences(report);
     return report;

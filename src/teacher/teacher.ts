@@ -31,6 +31,8 @@ export interface PrefillOptions {
   hidden?: boolean;
   /** Called after layer l with each sequence's residual stream after it (= hidden.{l+1}), [T*hidden]. */
   onLayer?: (layerIndex: number, hiddenPerSeq: Float32Array[]) => void;
+  /** Called after layer l without reading anything back (progress: eval ticks per layer). */
+  onLayerDone?: (layerIndex: number) => void;
   /** Skip the final norm and lm_head (callers that only want hidden states). Default true. */
   logits?: boolean;
   /**
@@ -156,6 +158,7 @@ export function streamedForward(weights: ModelWeights, sequences: number[][], mi
         if (hidden) host.forEach((d, s) => hidden[s].push(d));
         opts.onLayer?.(l, host);
       }
+      opts.onLayerDone?.(l);
     }
     const logits = opts.logits === false ? [] : projectLogits(weights, h);
     return hidden ? { logits, hidden } : { logits };

@@ -100,7 +100,7 @@ export const command: CommandModule<any, any> = {
     // `all`, `first-N`, `last-N` need the model's layer count: read its config (cheap) first.
     const numLayers = modelLayerCount(args.model, args.teacher);
     const layers = selection.explicit ?? selection.resolve(numLayers);
-    if (layers.every((l) => l < numLayers)) process.stderr.write(studentPolicyLine('student', numLayers, layers, args.rest));
+    if (layers.every((l) => l < numLayers)) process.stderr.write(studentPolicyLine('student', numLayers, { layers, window: args.student === 'adapter-window' ? args.window : null }, args.rest));
     const modelTag = args.model.replace(/[/\\]+$/, '').split(/[/\\]/).pop() || 'model';
     const out = args.out ?? `out/distill-${modelTag}-L${layerRangesText(layers)}`;
     requireDirectoryPath(out);

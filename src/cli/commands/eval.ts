@@ -7,9 +7,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { CommandModule } from 'yargs';
+import type { Argv, CommandModule } from 'yargs';
 import { fail } from '../../core/errors.ts';
-import { Progress } from '../../core/progress.ts';
+import { cumulativeProgress } from '../../core/progress.ts';
 import { REST_POLICIES, type RestPolicy } from '../../engine/student.ts';
 import { fmt, pct, writeReport } from '../../eval/report.ts';
 import { runEval } from '../../eval/runner.ts';
@@ -17,7 +17,7 @@ import { adHocSuite, CONFIGURATION_NAMES_HELP, CONFIGURATIONS, loadSuite, parseC
 import { modelLayerCount, requireDirectoryPath, startBackend, withBackend } from '../common.ts';
 import { readAdapter } from '../../engine/adapter.ts';
 import { studentPolicyLine } from '../../engine/policyLine.ts';
-import { PER_TOKEN_FILE, writePerToken } from '../../eval/perToken.ts';
+import { encodePerToken, PER_TOKEN_FILE } from '../../eval/perToken.ts';
 import { checkOutput, modelInputs } from '../../core/outputs.ts';
 import { ensureDir } from '../../core/atomic.ts';
 import type { PerTokenValues } from '../../eval/stats.ts';
@@ -90,13 +90,14 @@ export async function runEvalCommand(args: EvalArgs): Promise<{ json: string; md
   if (!args.quiet) {
     // Which layers run what in each gated configuration (the teacher ones are softmax throughout).
     const numLayers = modelLayerCount(args.model, args.teacher);
-    const adapterLayers = args.adapter ? readAdapter(args.adapter).layers : null;
+    const adapter = args.adapter ? readAdapter(args.adapter) : null;
     const runs = (name: ConfigurationName) => ((configurations ?? suite.configurations ?? CONFIGURATIONS) as readonly string[]).includes(name);
     if (runs('engine')) process.stderr.write(studentPolicyLine('engine', numLayers, null, 'engine'));
-    if (adapterLayers && runs('adapter')) process.stderr.write(studentPolicyLine('adapter', numLayers, adapterLayers, args.rest));
-    if (adapterLayers && runs('hybrid')) process.stderr.write(studentPolicyLine('hybrid', numLayers, adapterLayers, 'teacher'));
+    if (adapter && runs('adapter')) process.stderr.write(studentPolicyLine('adapter', numLayers, adapter, args.rest));
+    // (hybrid with an adapter on every layer would be adapter again: runEval skips it and says why)
+    const everyLayer = adapter !== null && Array.from({ length: numLayers }, (_, l) => l).every((l) => adapter.layers.includes(l));
+    if (adapter && runs('hybrid') && !(everyLayer && runs('adapter'))) process.stderr.write(studentPolicyLine('hybrid', numLayers, adapter, 'teacher'));
   }
-  let progress: Progress | null = null;
   const perToken = new Map<string, PerTokenValues>();
   const report = await runEval({
     model: args.model,
@@ -112,35 +113,21 @@ export async function runEvalCommand(args: EvalArgs): Promise<{ json: string; md
     log: (line) => {
       if (!args.quiet) process.stderr.write(`synaxim: ${line}\n`);
     },
-    progress: (done, total, tokens, status) => {
-      if (args.quiet) return;
-      progress ??= new Progress({ label: 'eval', total });
-      if (done === 0) return;
-      progress.tick(1, tokens, status);
-      if (done === total) progress.finish();
-    },
+    // (per layer of every batch, in tokens × layers: see runEval)
+    progress: args.quiet ? undefined : cumulativeProgress('eval'),
   });
-  // Per-token figures for paired comparisons (`synaxim compare`); tied to report.json by the tokens hash.
+  // Per-token figures for paired comparisons (`synaxim compare`), tied to report.json by the tokens hash.
   const outDir = path.resolve(args.out);
   const outExisted = fs.existsSync(outDir);
-  // An earlier per-token file is kept aside (under a temporary's name) until the new report is in place.
-  const perTokenFile = path.join(outDir, PER_TOKEN_FILE);
-  const aside = path.join(outDir, `.${PER_TOKEN_FILE}.tmp-${process.pid}-0`);
-  const hadPerToken = fs.existsSync(perTokenFile);
   let paths: Awaited<ReturnType<typeof writeReport>>;
   try {
     ensureDir(outDir); // (says "read-only file system" where a recursive mkdir says ENOENT)
-    if (hadPerToken) fs.renameSync(perTokenFile, aside);
-    writePerToken(outDir, report.tokens.hash, perToken);
-    paths = await writeReport(outDir, report);
+    paths = await writeReport(outDir, report, [{ name: PER_TOKEN_FILE, data: encodePerToken(report.tokens.hash, perToken) }]);
   } catch (e) {
-    // Disk full, read-only…: leave nothing of this run behind, and the earlier report as it was.
-    fs.rmSync(perTokenFile, { force: true });
-    if (hadPerToken && fs.existsSync(aside)) fs.renameSync(aside, perTokenFile);
+    // Disk full, read-only…: the earlier report stays as it was (writeFilesAtomic); drop a directory this run made.
     if (!outExisted && fs.existsSync(outDir) && fs.readdirSync(outDir).length === 0) fs.rmdirSync(outDir);
     throw e;
   }
-  if (hadPerToken) fs.rmSync(aside, { force: true });
   if (!args.quiet) {
     for (const c of report.configurations) {
       process.stderr.write(
@@ -152,21 +139,26 @@ export async function runEvalCommand(args: EvalArgs): Promise<{ json: string; md
   return paths;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const command: CommandModule<any, any> = {
-  command: 'eval',
-  describe: 'evaluate teacher vs student configurations on a suite; write report.json, report.md, report.html',
-  builder: (y) =>
-    withBackend(y)
-      .option('model', { type: 'string', demandOption: true, describe: 'registry name or model directory (HF, .symb, or a directory holding hf/ and symb-*/)' })
-      .option('adapter', { type: 'string', describe: 'symbiotic_adapter directory (ours or the SYNAXIM scripts\' .pt): adds the adapter and hybrid configurations' })
-      .option('allow-other-base', { type: 'boolean', describe: 'apply an adapter whose recorded base model is not this model (warns; recorded in the report)' })
+/** The flags that choose what is scored (shared by eval and sweep): a suite, or an ad-hoc corpus suite. */
+export function withSuiteOptions<T>(y: Argv<T>) {
+  return y
       .option('suite', { type: 'string', describe: 'built-in suite (smoke, standard) or a suite JSON file [default: smoke]' })
       .option('corpus', { type: 'string', describe: 'ad-hoc suite: JSONL (text field) or plain-text corpus, each document its own sequence' })
       .option('context', { type: 'number', describe: 'ad-hoc suite: tokens per sequence, BOS included [default: 128]' })
       .option('max-seqs', { type: 'number', describe: 'ad-hoc suite: at most this many sequences (first documents)' })
       .option('stride', { type: 'number', describe: 'ad-hoc suite: sliding windows this many tokens apart for long documents' })
-      .option('token-budget', { type: 'number', describe: 'ad-hoc suite: at most this many scored tokens' })
+      .option('token-budget', { type: 'number', describe: 'ad-hoc suite: at most this many scored tokens' });
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const command: CommandModule<any, any> = {
+  command: 'eval',
+  describe: 'evaluate teacher vs student configurations on a suite; write report.json, report.md, report.html',
+  builder: (y) =>
+    withSuiteOptions(withBackend(y))
+      .option('model', { type: 'string', demandOption: true, describe: 'registry name or model directory (HF, .symb, or a directory holding hf/ and symb-*/)' })
+      .option('adapter', { type: 'string', describe: 'symbiotic_adapter directory (ours or the SYNAXIM scripts\' .pt): adds the adapter and hybrid configurations' })
+      .option('allow-other-base', { type: 'boolean', describe: 'apply an adapter whose recorded base model is not this model (warns; recorded in the report)' })
       .option('rest', { choices: REST_POLICIES, default: 'engine' as RestPolicy, describe: 'adapter configuration: policy of the layers without adapter' })
       .option('teacher', { type: 'string', describe: "teacher directory, or 'same' to use the student's own weights" })
       .option('configurations', { type: 'string', describe: `only these (comma-separated: ${CONFIGURATION_NAMES_HELP}); the teacher always runs` })

@@ -75,8 +75,8 @@ export async function runForward(args: ForwardArgs): Promise<{ out: string; toke
   try {
     validateIds(weights.config, ids, '--ids');
     if (args.engine === 'student') {
-      const adapterLayers = args.adapter !== undefined ? readAdapterForModel(args.adapter, weights, args.allowOtherBase ?? false).layers : null;
-      process.stderr.write(studentPolicyLine('student', weights.config.numLayers, adapterLayers, args.rest));
+      const adapter = args.adapter !== undefined ? readAdapterForModel(args.adapter, weights, args.allowOtherBase ?? false) : null;
+      process.stderr.write(studentPolicyLine('student', weights.config.numLayers, adapter, args.rest));
     }
     const forward = args.engine === 'teacher' ? teacherForward : studentForward({ adapter: args.adapter ?? null, rest: args.rest });
     const t0 = performance.now();

@@ -119,8 +119,8 @@ export async function runGenerate(args: GenerateArgs, write: (s: string) => void
     const eosIds = [...new Set([...c.eosTokenIds, ...(tokenizer?.eosIds ?? [])])];
 
     if (args.engine === 'student') {
-      const adapterLayers = args.adapter !== undefined ? readAdapterForModel(args.adapter, weights, args.allowOtherBase ?? false).layers : null;
-      process.stderr.write(studentPolicyLine('student', c.numLayers, adapterLayers, args.rest));
+      const adapter = args.adapter !== undefined ? readAdapterForModel(args.adapter, weights, args.allowOtherBase ?? false) : null;
+      process.stderr.write(studentPolicyLine('student', c.numLayers, adapter, args.rest));
     }
     decoder = args.engine === 'teacher' ? new TeacherDecoder(weights) : studentDecoder(weights, { adapter: args.adapter ?? null, rest: args.rest });
     const stream = !args.json;

@@ -9,11 +9,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { checkOutput, modelInputs } from '../../core/outputs.ts';
-import { Progress } from '../../core/progress.ts';
+import { cumulativeProgress } from '../../core/progress.ts';
 import { fmt } from '../../eval/report.ts';
 import { runSweep, SWEEP_FILES, writeSweep, type SweepReport } from '../../eval/sweep.ts';
 import { requireDirectoryPath, startBackend, withBackend } from '../common.ts';
-import { suiteFromArgs } from './eval.ts';
+import { suiteFromArgs, withSuiteOptions } from './eval.ts';
 
 export interface SweepArgs {
   model: string;
@@ -52,7 +52,6 @@ export async function runSweepCommand(args: SweepArgs): Promise<{ paths: { json:
     marker: 'sweep.json',
   });
   await startBackend(args.backend, args.quiet);
-  let progress: Progress | null = null;
   const sweep = await runSweep({
     model: args.model,
     adapter: args.adapter ?? null,
@@ -63,13 +62,8 @@ export async function runSweepCommand(args: SweepArgs): Promise<{ paths: { json:
     log: (line) => {
       if (!args.quiet) process.stderr.write(`synaxim: ${line.replace(/^eval:/, 'sweep:')}\n`);
     },
-    progress: (done, total, tokens, status) => {
-      if (args.quiet) return;
-      progress ??= new Progress({ label: 'sweep', total });
-      if (done === 0) return;
-      progress.tick(1, tokens, status);
-      if (done === total) progress.finish();
-    },
+    // (per layer of every batch, in tokens × layers: see runEval)
+    progress: args.quiet ? undefined : cumulativeProgress('sweep'),
   });
   const paths = await writeSweep(path.resolve(args.out), sweep);
   if (!args.quiet) {
@@ -87,16 +81,10 @@ export const command: CommandModule<any, any> = {
   command: 'sweep',
   describe: 'layer sensitivity: KLD with one layer gated at a time and with layers 0..k gated; write sweep.json, sweep.md, sweep.svg',
   builder: (y) =>
-    withBackend(y)
+    withSuiteOptions(withBackend(y))
       .option('model', { type: 'string', demandOption: true, describe: 'registry name or model directory (HF, .symb, or a directory holding hf/ and symb-*/)' })
       .option('adapter', { type: 'string', describe: 'symbiotic_adapter directory: also sweep its layers with their adapter parameters' })
       .option('allow-other-base', { type: 'boolean', default: false, describe: 'accept an adapter recorded for another base model' })
-      .option('suite', { type: 'string', describe: 'built-in suite (smoke, standard) or a suite JSON file [default: smoke]' })
-      .option('corpus', { type: 'string', describe: 'ad-hoc suite: JSONL (text field) or plain-text corpus, each document its own sequence' })
-      .option('context', { type: 'number', describe: 'ad-hoc suite: tokens per sequence, BOS included [default: 128]' })
-      .option('max-seqs', { type: 'number', describe: 'ad-hoc suite: at most this many sequences (first documents)' })
-      .option('stride', { type: 'number', describe: 'ad-hoc suite: sliding windows this many tokens apart for long documents' })
-      .option('token-budget', { type: 'number', describe: 'ad-hoc suite: at most this many scored tokens' })
       .option('teacher', { type: 'string', describe: "teacher directory, or 'same' to use the student's own weights" })
       .option('out', { type: 'string', demandOption: true, describe: 'output directory (must be empty or new unless --overwrite)' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'replace an earlier sweep in --out (other files there are kept)' })
