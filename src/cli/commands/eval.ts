@@ -22,16 +22,20 @@ import { checkOutput, modelInputs } from '../../core/outputs.ts';
 import { ensureDir } from '../../core/atomic.ts';
 import type { PerTokenValues } from '../../eval/stats.ts';
 
-export interface EvalArgs {
-  model: string;
-  adapter?: string;
-  allowOtherBase?: boolean;
+/** The flags that choose what is scored (see withSuiteOptions). */
+export interface SuiteFlags {
   suite?: string;
   corpus?: string;
   context?: number;
   maxSeqs?: number;
   stride?: number;
   tokenBudget?: number;
+}
+
+export interface EvalArgs extends SuiteFlags {
+  model: string;
+  adapter?: string;
+  allowOtherBase?: boolean;
   rest: RestPolicy;
   teacher?: string;
   configurations?: string;
@@ -51,7 +55,7 @@ export function isEvalOutputEntry(name: string): boolean {
 }
 
 /** The suite the flags describe: --suite (name or file), or the ad-hoc --corpus suite; default smoke. */
-export function suiteFromArgs(a: Pick<EvalArgs, 'suite' | 'corpus' | 'context' | 'maxSeqs' | 'stride' | 'tokenBudget'>): Suite {
+export function suiteFromArgs(a: SuiteFlags): Suite {
   if (a.suite !== undefined && a.corpus !== undefined) fail(null, '--suite and --corpus exclude each other (a suite file names its own corpora)');
   if (a.corpus === undefined) {
     for (const [flag, v] of [['--context', a.context], ['--max-seqs', a.maxSeqs], ['--stride', a.stride], ['--token-budget', a.tokenBudget]] as const) {

@@ -13,18 +13,12 @@ import { cumulativeProgress } from '../../core/progress.ts';
 import { fmt } from '../../eval/report.ts';
 import { runSweep, SWEEP_FILES, writeSweep, type SweepReport } from '../../eval/sweep.ts';
 import { requireDirectoryPath, startBackend, withBackend } from '../common.ts';
-import { suiteFromArgs, withSuiteOptions } from './eval.ts';
+import { suiteFromArgs, withSuiteOptions, type SuiteFlags } from './eval.ts';
 
-export interface SweepArgs {
+export interface SweepArgs extends SuiteFlags {
   model: string;
   adapter?: string;
   allowOtherBase?: boolean;
-  suite?: string;
-  corpus?: string;
-  context?: number;
-  maxSeqs?: number;
-  stride?: number;
-  tokenBudget?: number;
   teacher?: string;
   out: string;
   overwrite?: boolean;
