@@ -37,22 +37,11 @@ function tempName(target: string): string {
  */
 export function writeFileAtomic(target: string, data: string | Uint8Array | Uint8Array[]): void {
   const tmp = tempName(target);
-  let fd: number | null = null;
   try {
     ensureDir(path.dirname(target));
-    fd = fs.openSync(tmp, 'w');
-    const parts = Array.isArray(data) ? data : [data];
-    for (const part of parts) {
-      const buf = typeof part === 'string' ? Buffer.from(part, 'utf8') : part;
-      let off = 0;
-      while (off < buf.length) off += fs.writeSync(fd, buf, off, buf.length - off);
-    }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = null;
+    writeStaged(tmp, data, target);
     fs.renameSync(tmp, target);
   } catch (e) {
-    if (fd !== null) closeQuietly(fd);
     fs.rmSync(tmp, { force: true });
     throw asUserFsError(e, target);
   }
@@ -269,13 +258,16 @@ export function writeFilesAtomic(dir: string, files: { name: string; data: strin
   fs.renameSync(last.tmp, last.dst);
 }
 
-function writeStaged(tmp: string, data: string | Uint8Array, nameForErrors: string): void {
+/** Write `data` whole into the new file `tmp` and fsync it; user conditions are named after `nameForErrors`. */
+function writeStaged(tmp: string, data: string | Uint8Array | Uint8Array[], nameForErrors: string): void {
   let fd: number | null = null;
   try {
     fd = fs.openSync(tmp, 'w');
-    const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    let off = 0;
-    while (off < buf.length) off += fs.writeSync(fd, buf, off, buf.length - off);
+    for (const part of Array.isArray(data) ? data : [data]) {
+      const buf = typeof part === 'string' ? Buffer.from(part, 'utf8') : part;
+      let off = 0;
+      while (off < buf.length) off += fs.writeSync(fd, buf, off, buf.length - off);
+    }
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     fd = null;
