@@ -22,8 +22,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { initBackend, backendInfo, type BackendChoice } from '../src/core/backend.ts';
-import { defaultChunkSize, gateChunked, gateChunkedOutput, gateLogs, gateRecurrent, type GateSequence } from '../src/engine/gate.ts';
+import { initBackend, backendInfo, type BackendChoice } from '../src/runtime/backend.ts';
+import { defaultChunkSize, gateChunked, gateChunkedOutput, gateLogs, gateRecurrent, type GateSequence } from '../src/model/gate.ts';
 
 const args = process.argv.slice(2);
 const backendArg = (args.includes('--backend') ? args[args.indexOf('--backend') + 1] : 'wasm') as BackendChoice;

@@ -1,6 +1,6 @@
 /**
  * adapter-window (softmax over the last W positions + the adapter-v1 gate, mixed by σ(window_mix)):
- * the tfjs layer against the float64 reference (src/engine/adapterWindow.naive.ts), the gradient of
+ * the tfjs layer against the float64 reference (src/model/adapterWindow.naive.ts), the gradient of
  * window_mix against central differences of that reference, recurrent decoding (gate state + last
  * W keys/values) against prefill, the adapter files (write/read, errors), the memory accounting,
  * and `distill --student adapter-window` end to end.
@@ -10,10 +10,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../src/core/backend.ts';
-import { disposeLayer, uploadLayer } from '../src/core/nn.ts';
-import { readAdapter, writeAdapter, initialAdapter, adapterParameterCount, INITIAL_WINDOW_MIX, type Adapter, type AdapterLayerParams } from '../src/engine/adapter.ts';
-import { naiveAdapterWindowBlock } from '../src/engine/adapterWindow.naive.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { disposeLayer, uploadLayer } from '../src/model/nn.ts';
+import { readAdapter, writeAdapter, initialAdapter, adapterParameterCount, INITIAL_WINDOW_MIX, type Adapter, type AdapterLayerParams } from '../src/formats/adapter.ts';
+import { naiveAdapterWindowBlock } from '../src/model/adapterWindow.naive.ts';
 import { adapterWindowBytesPerLayer, gateStateBytesPerLayer, kvBytesPerTokenPerLayer, memoryAtLength } from '../src/engine/memory.ts';
 import { disposePolicy, studentAttention, StudentDecoder, studentPrefill, type AdapterPolicy } from '../src/engine/student.ts';
 import { writeFixtureHf } from '../src/formats/fixture.ts';

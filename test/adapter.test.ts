@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SynaximError } from '../src/core/errors.ts';
+import { SynaximError } from '../src/util/errors.ts';
 import { parseHfConfig } from '../src/formats/config.ts';
 import { SafetensorsFile, writeSafetensors } from '../src/formats/safetensors.ts';
 import {
@@ -14,7 +14,7 @@ import {
   readAdapter,
   writeAdapter,
   type Adapter,
-} from '../src/engine/adapter.ts';
+} from '../src/formats/adapter.ts';
 
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'synaxim-adapter-'));
 afterAll(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));

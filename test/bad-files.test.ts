@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeFixture } from '../src/cli/commands/fixture.ts';
-import { PROJECT_ROOT } from '../src/core/paths.ts';
+import { PROJECT_ROOT } from '../src/util/paths.ts';
 import { CLI, copyDir, editJson, makeTempDir, problemLines, readRawSafetensors, shardCheckpoint, writeRawSafetensors } from './helpers/badFiles.ts';
 
 /** Kill a case after this long: only a hang gets near it (a cold start under load takes < 1 min). */

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeFixture } from '../src/cli/commands/fixture.ts';
 import { readAllFloat32, requireFiniteWeights } from '../src/formats/safetensors.ts';
-import { SynaximError } from '../src/core/errors.ts';
+import { SynaximError } from '../src/util/errors.ts';
 import {
   CliWorker,
   copyDir,

@@ -21,12 +21,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { reportError } from '../src/cli/main.ts';
 import { makeFixture } from '../src/cli/commands/fixture.ts';
-import { isTempName, writeDirAtomic, writeFileAtomic, writeFilesAtomic } from '../src/core/atomic.ts';
-import { SynaximError } from '../src/core/errors.ts';
-import { checkOutput } from '../src/core/outputs.ts';
-import { PROJECT_ROOT } from '../src/core/paths.ts';
+import { isTempName, writeDirAtomic, writeFileAtomic, writeFilesAtomic } from '../src/util/atomic.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { checkOutput } from '../src/util/outputs.ts';
+import { PROJECT_ROOT } from '../src/util/paths.ts';
 import { acquireDirLock, LOCK_FILE } from '../src/distill/lock.ts';
-import { initialAdapter, writeAdapter } from '../src/engine/adapter.ts';
+import { initialAdapter, writeAdapter } from '../src/formats/adapter.ts';
 import { CliWorker, editJson, makeTempDir, problemLines, runCli, type CliResult } from './helpers/badFiles.ts';
 
 const CASE_TIMEOUT_MS = 60_000;
@@ -704,7 +704,7 @@ describe('kill -9 during an --overwrite write into a directory with user files',
       script,
       `import fs from 'node:fs';
 import path from 'node:path';
-import { writeDirAtomic, writeFileAtomic } from ${JSON.stringify(path.join(PROJECT_ROOT, 'src/core/atomic.ts'))};
+import { writeDirAtomic, writeFileAtomic } from ${JSON.stringify(path.join(PROJECT_ROOT, 'src/util/atomic.ts'))};
 let n = 0;
 for (const name of ['renameSync', 'rmSync']) {
   const orig = (fs as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!;

@@ -10,15 +10,15 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../src/core/backend.ts';
-import { SynaximError } from '../src/core/errors.ts';
-import { gateChunked, gateLogs, gateRecurrent } from '../src/engine/gate.ts';
-import { perTokenLoop } from '../src/bench/gate.ts';
-import { matMulWeightLeft } from '../src/core/wasmFixes.ts';
-import { DISTILL_BACKWARD, FORWARD, matmulFlops } from '../src/bench/phases.ts';
-import { BENCH_SCHEMA, headline, runBench, type BenchReport, type ScalingRow } from '../src/bench/run.ts';
-import { SHARED_DIR } from '../src/core/paths.ts';
-import { benchConfig, layerParams } from '../src/bench/synthetic.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { gateChunked, gateLogs, gateRecurrent } from '../src/model/gate.ts';
+import { perTokenLoop } from '../bench/gate.ts';
+import { matMulWeightLeft } from '../src/runtime/wasmFixes.ts';
+import { DISTILL_BACKWARD, FORWARD, matmulFlops } from '../bench/phases.ts';
+import { BENCH_SCHEMA, headline, runBench, type BenchReport, type ScalingRow } from '../bench/run.ts';
+import { SHARED_DIR } from '../src/util/paths.ts';
+import { benchConfig, layerParams } from '../bench/synthetic.ts';
 import { parseSections } from '../src/cli/commands/bench.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'synaxim-bench-test-'));
@@ -30,7 +30,7 @@ beforeAll(async () => {
 
 /**
  * `got` equals `want` up to the report's rounding: every figure is rounded to 3 significant digits
- * (sig() in src/bench/machine.ts, relative error ≤ 0.5%), and `roundings` is how many such roundings
+ * (sig() in bench/machine.ts, relative error ≤ 0.5%), and `roundings` is how many such roundings
  * lie between the two (e.g. a/b compared with sig(a/b): a, b and the ratio — 3).
  */
 function expectSameUpToRounding(got: number, want: number, roundings: number, what = ''): void {

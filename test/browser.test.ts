@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compareReportDirs, writeComparison } from '../src/eval/compare.ts';
 import { writeReport } from '../src/eval/report.ts';
-import { PROJECT_ROOT } from '../src/core/paths.ts';
+import { PROJECT_ROOT } from '../src/util/paths.ts';
 import { syntheticReport } from './evalFixtures.ts';
 
 const CHROMIUM = '/usr/bin/chromium';

@@ -6,12 +6,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../src/core/backend.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 import { readAllFloat32, SafetensorsFile } from '../src/formats/safetensors.ts';
 import { runForward } from '../src/cli/commands/forward.ts';
 import { runGenerate } from '../src/cli/commands/generate.ts';
-import { initialAdapter, writeAdapter } from '../src/engine/adapter.ts';
+import { initialAdapter, writeAdapter } from '../src/formats/adapter.ts';
 
 if (!sharedAvailable()) console.warn(`cli-student.test: the ../shared golden checks skipped: ${SHARED_DIR}/fixtures not found`);
 

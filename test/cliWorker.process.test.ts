@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PROJECT_ROOT } from '../src/core/paths.ts';
+import { PROJECT_ROOT } from '../src/util/paths.ts';
 import { CliWorker } from './helpers/badFiles.ts';
 
 const worker = new CliWorker(path.join(PROJECT_ROOT, 'test', 'helpers', 'fakeCliWorker.ts'));

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { parseHfConfig, parseSymbConfig, readJsonFile, kvHeadsPerGroup } from '../src/formats/config.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 
 if (!sharedAvailable()) console.warn(`config.test: the configs of the shared fixtures skipped: ${SHARED_DIR}/fixtures not found`);
 

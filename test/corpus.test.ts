@@ -10,19 +10,18 @@ import {
   encodePrefix,
   hashSequences,
   MAX_DOC_CHARS,
-  mulberry32,
   parseCorpus,
   parseCorpusChunks,
   readCorpus,
-  seededPermutation,
   splitHeldOut,
   tokenizeCorpus,
   type CorpusTokenizer,
-} from '../src/core/corpus.ts';
-import { SynaximError } from '../src/core/errors.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
+} from '../src/data/corpus.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { mulberry32, seededPermutation } from '../src/util/random.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 import { loadTokenizer } from '../src/formats/tokenizer.ts';
-import { buildWindows, docTokensNeeded } from '../src/eval/suite.ts';
+import { buildWindows, docTokensNeeded } from '../src/data/suite.ts';
 
 if (!sharedAvailable()) console.warn(`corpus.test: the stories260k tokenizer check skipped: ${SHARED_DIR}/fixtures not found`);
 

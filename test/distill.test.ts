@@ -13,12 +13,12 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import yargs from 'yargs';
 import { command as distillCommand } from '../src/cli/commands/distill.ts';
-import { initBackend } from '../src/core/backend.ts';
-import { hashSequences } from '../src/core/corpus.ts';
-import { SynaximError } from '../src/core/errors.ts';
-import { PROJECT_ROOT, SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
-import { contentHash as modelContentHash } from '../src/eval/contentHash.ts';
-import { initialAdapter, readAdapter, INITIAL_ADAPTER_VALUES } from '../src/engine/adapter.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { hashSequences } from '../src/data/corpus.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { PROJECT_ROOT, SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
+import { contentHash as modelContentHash } from '../src/formats/contentHash.ts';
+import { initialAdapter, readAdapter, INITIAL_ADAPTER_VALUES } from '../src/formats/adapter.ts';
 import { writeFixtureHf } from '../src/formats/fixture.ts';
 import { openModel } from '../src/formats/openModel.ts';
 import { readAllFloat32, SafetensorsFile } from '../src/formats/safetensors.ts';
@@ -435,7 +435,7 @@ describe.skipIf(!sharedAvailable())('stories260k (a real trained model)', () => 
 function childScript(body: string): string {
   const tsx = pathToFileURL(path.join(PROJECT_ROOT, 'node_modules', 'tsx', 'dist', 'esm', 'api', 'index.mjs')).href;
   return `import { register } from ${JSON.stringify(tsx)}; register();
-const { initBackend } = await import(${JSON.stringify(pathToFileURL(path.join(PROJECT_ROOT, 'src/core/backend.ts')).href)});
+const { initBackend } = await import(${JSON.stringify(pathToFileURL(path.join(PROJECT_ROOT, 'src/runtime/backend.ts')).href)});
 await initBackend('wasm');
 ${body}`;
 }

@@ -4,11 +4,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCompareCommand } from '../src/cli/commands/compare.ts';
 import { runEvalCommand, suiteFromArgs } from '../src/cli/commands/eval.ts';
-import { initBackend } from '../src/core/backend.ts';
-import { SHARED_DIR } from '../src/core/paths.ts';
-import { initialAdapter, writeAdapter } from '../src/engine/adapter.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { SHARED_DIR } from '../src/util/paths.ts';
+import { initialAdapter, writeAdapter } from '../src/formats/adapter.ts';
 import { attentionMemory, batchWindows, runEval, windowsHash } from '../src/eval/runner.ts';
-import { adHocSuite, buildWindows, builtinSuiteNames, loadSuite, parseSuite, readSuiteCorpora, scoredCount } from '../src/eval/suite.ts';
+import { adHocSuite, buildWindows, builtinSuiteNames, loadSuite, parseSuite, readSuiteCorpora, scoredCount } from '../src/data/suite.ts';
 import { parseHfConfig } from '../src/formats/config.ts';
 import { rng } from './evalFixtures.ts';
 

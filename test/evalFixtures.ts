@@ -4,7 +4,7 @@
  */
 import { configurationFromStats, REPORT_SCHEMA, type EvalReport, type LayerPolicy } from '../src/eval/report.ts';
 import { ComparisonAccumulator, HiddenAccumulator, type PerTokenValues } from '../src/eval/stats.ts';
-import { mulberry32 } from '../src/core/corpus.ts';
+import { mulberry32 } from '../src/util/random.ts';
 
 /** mulberry32, the project's seeded PRNG (uniform in [0, 1)). */
 export const rng = mulberry32;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/core/fp16.ts';
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/util/fp16.ts';
 
 /** Slow obvious reference: the nearest half (ties to even) found by searching all 65536 bit patterns' values. */
 const HALF_VALUES: { bits: number; value: number }[] = [];

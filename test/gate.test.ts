@@ -6,8 +6,8 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '../src/core/backend.ts';
-import { repeatKv } from '../src/core/nn.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { repeatKv } from '../src/model/nn.ts';
 import {
   defaultChunkSize,
   gateChunked,
@@ -22,7 +22,7 @@ import {
   normalizeValues,
   rowNorms,
   type GateSequence,
-} from '../src/engine/gate.ts';
+} from '../src/model/gate.ts';
 import { randoms, relRms } from './helpers/numeric.ts';
 
 beforeAll(async () => {

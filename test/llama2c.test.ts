@@ -13,8 +13,8 @@ import {
 } from '../src/formats/llama2c.ts';
 import { loadTokenizer } from '../src/formats/tokenizer.ts';
 import { SafetensorsFile } from '../src/formats/safetensors.ts';
-import { SynaximError } from '../src/core/errors.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 import { command as importCommand } from '../src/cli/commands/import-llama2c.ts';
 
 const STORIES = path.join(SHARED_DIR, 'models', 'stories260k');

@@ -1,13 +1,13 @@
 /**
- * The tfjs building blocks (src/core/nn.ts) against slow, obvious float64 references written as
+ * The tfjs building blocks (src/model/nn.ts) against slow, obvious float64 references written as
  * plain loops, plus llama3 RoPE scaling against numbers from HF's `_compute_llama3_parameters`,
  * and a gradient check (distillation differentiates through these blocks).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '../src/core/backend.ts';
-import '../src/core/gradients.ts'; // registers tfjs-core's gradients (the Node bundle ships none)
-import { applyRope, linear, repeatKv, rmsNorm, ropeCosSin, ropeInvFreq, swigluMlp, transposeHost, uploadLayer, uploadMatrix, disposeLayer } from '../src/core/nn.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import '../src/runtime/gradients.ts'; // registers tfjs-core's gradients (the Node bundle ships none)
+import { applyRope, linear, repeatKv, rmsNorm, ropeCosSin, ropeInvFreq, swigluMlp, transposeHost, uploadLayer, uploadMatrix, disposeLayer } from '../src/model/nn.ts';
 import type { ModelConfig } from '../src/formats/config.ts';
 import { maxAbsDiff, randoms } from './helpers/numeric.ts';
 

@@ -11,15 +11,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runEvalCommand } from '../src/cli/commands/eval.ts';
-import { initBackend } from '../src/core/backend.ts';
-import { hashSequences } from '../src/core/corpus.ts';
-import { SynaximError } from '../src/core/errors.ts';
-import { disposeLayer, rmsNorm, swigluMlp, uploadLayer } from '../src/core/nn.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { hashSequences } from '../src/data/corpus.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { disposeLayer, rmsNorm, swigluMlp, uploadLayer } from '../src/model/nn.ts';
 import { runDistill } from '../src/distill/run.ts';
 import { teacherCacheDir, teacherHiddenStates } from '../src/distill/teacherCache.ts';
 import { AdapterVariables, LayerSource, runPass, type PassContext } from '../src/distill/train.ts';
-import { initialAdapter, writeAdapter, type Adapter } from '../src/engine/adapter.ts';
-import { gateRecurrent } from '../src/engine/gate.ts';
+import { initialAdapter, writeAdapter, type Adapter } from '../src/formats/adapter.ts';
+import { gateRecurrent } from '../src/model/gate.ts';
 import {
   adapterPolicy,
   disposePolicy,

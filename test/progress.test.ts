@@ -1,6 +1,6 @@
 /** Progress output: a redrawn bar with ETA and tokens/s on a terminal, sparse plain lines otherwise. */
 import { describe, expect, it } from 'vitest';
-import { cumulativeProgress, formatDuration, formatRate, Progress, RateEstimator } from '../src/core/progress.ts';
+import { cumulativeProgress, formatDuration, formatRate, Progress, RateEstimator } from '../src/util/progress.ts';
 
 function sink() {
   const chunks: string[] = [];

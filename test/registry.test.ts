@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SynaximError } from '../src/core/errors.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 import {
   modelRoots,
   readRegistryEntry,
@@ -14,7 +14,7 @@ import {
   resolveModelDir,
   resolveRegistryEntry,
   type RegistryEntry,
-} from '../src/core/registry.ts';
+} from '../src/data/registry.ts';
 
 if (!sharedAvailable()) console.warn(`registry.test: the ../shared/models/stories260k check skipped: ${SHARED_DIR}/fixtures not found`);
 

@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SafetensorsCheckpoint, SafetensorsFile, encodeSafetensors, writeSafetensors } from '../src/formats/safetensors.ts';
-import { SynaximError } from '../src/core/errors.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 
 if (!sharedAvailable()) console.warn(`safetensors.test: the shared-fixture reads skipped: ${SHARED_DIR}/fixtures not found`);
 

@@ -10,7 +10,7 @@ import {
   median,
   percentile,
 } from '../src/eval/stats.ts';
-import { mulberry32 } from '../src/core/corpus.ts';
+import { mulberry32 } from '../src/util/random.ts';
 
 /** mulberry32, the project's seeded PRNG (uniform in [0, 1)): reproducible property tests. */
 const rng = mulberry32;

@@ -8,15 +8,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '../src/core/backend.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
-import { disposeLayer, rmsNorm, uploadLayer, type LayerTensors } from '../src/core/nn.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
+import { disposeLayer, rmsNorm, uploadLayer, type LayerTensors } from '../src/model/nn.ts';
 import { parseHfConfig, type ModelConfig } from '../src/formats/config.ts';
 import { openModel } from '../src/formats/openModel.ts';
 import { readAllFloat32, SafetensorsFile } from '../src/formats/safetensors.ts';
 import type { LayerWeights, Matrix, ModelWeights } from '../src/formats/weights.ts';
 import { teacherPrefill } from '../src/teacher/teacher.ts';
-import { initialAdapter, type Adapter } from '../src/engine/adapter.ts';
+import { initialAdapter, type Adapter } from '../src/formats/adapter.ts';
 import {
   adapterPolicy,
   disposePolicy,

@@ -9,12 +9,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runSweepCommand } from '../src/cli/commands/sweep.ts';
-import { initBackend } from '../src/core/backend.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
-import { initialAdapter, writeAdapter } from '../src/engine/adapter.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
+import { initialAdapter, writeAdapter } from '../src/formats/adapter.ts';
 import type { EvalReport } from '../src/eval/report.ts';
 import { runEval } from '../src/eval/runner.ts';
-import { adHocSuite } from '../src/eval/suite.ts';
+import { adHocSuite } from '../src/data/suite.ts';
 import { renderSweepMarkdown, sweepConfigurations, sweepFromEval, type SweepReport } from '../src/eval/sweep.ts';
 import { syntheticReport } from './evalFixtures.ts';
 

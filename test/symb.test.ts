@@ -4,8 +4,8 @@
  * quantization step; numpy's round-half-to-even in float32; and the one-line errors for broken files.
  */
 import { describe, expect, it } from 'vitest';
-import { SynaximError } from '../src/core/errors.ts';
-import { f16BitsToF32, f32ToF16Bits } from '../src/core/fp16.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { f16BitsToF32, f32ToF16Bits } from '../src/util/fp16.ts';
 import {
   type SymbEncoding,
   decodeSymbRange,

@@ -9,19 +9,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '../src/core/backend.ts';
-import '../src/core/gradients.ts'; // registers tfjs-core's gradients (the Node bundle ships none)
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
-import { argmax, Sampler, sampleTopP, XorShiftRng } from '../src/core/sampling.ts';
-import { SynaximError } from '../src/core/errors.ts';
-import { f16BitsToF32, f32ToF16Bits } from '../src/core/fp16.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import '../src/runtime/gradients.ts'; // registers tfjs-core's gradients (the Node bundle ships none)
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
+import { argmax, Sampler, sampleTopP, XorShiftRng } from '../src/model/sampling.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { f16BitsToF32, f32ToF16Bits } from '../src/util/fp16.ts';
 import { openModel } from '../src/formats/openModel.ts';
 import { readAllFloat32, SafetensorsFile } from '../src/formats/safetensors.ts';
 import { loadTokenizer } from '../src/formats/tokenizer.ts';
 import type { LayerWeights, Matrix, ModelWeights } from '../src/formats/weights.ts';
-import { causalAttention, KvCache, type AttentionShape } from '../src/teacher/attention.ts';
+import { causalAttention, KvCache, type AttentionShape } from '../src/model/attention.ts';
 import { attentionShape, TeacherDecoder, teacherPrefill } from '../src/teacher/teacher.ts';
-import { ropeInvFreq } from '../src/core/nn.ts';
+import { ropeInvFreq } from '../src/model/nn.ts';
 import type { ModelConfig } from '../src/formats/config.ts';
 import { runForward } from '../src/cli/commands/forward.ts';
 import { generateIds, runGenerate } from '../src/cli/commands/generate.ts';

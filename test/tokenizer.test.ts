@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadTokenizer, type Tokenizer } from '../src/formats/tokenizer.ts';
 import { hfTokenizerConfigFor, hfTokenizerJsonFor, pythonJsonDumps, type Llama2cConfig, type Llama2cVocab } from '../src/formats/llama2c.ts';
-import { SynaximError } from '../src/core/errors.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 
 const STORIES = path.join(SHARED_DIR, 'models', 'stories260k');
 

@@ -10,8 +10,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SynaximError } from '../src/core/errors.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 import {
   ADAPTER_CONFIG_FILE,
   ADAPTER_PT_FILE,
@@ -22,7 +22,7 @@ import {
   readAdapter,
   writeAdapter,
   type Adapter,
-} from '../src/engine/adapter.ts';
+} from '../src/formats/adapter.ts';
 import { parseHfConfig } from '../src/formats/config.ts';
 import { describeAdapter } from '../src/formats/inspectAdapter.ts';
 import { buildTorchStateDict, readTorchStateDict, writeTorchStateDict } from '../src/formats/torchStateDict.ts';

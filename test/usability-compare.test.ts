@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PROJECT_ROOT } from '../src/core/paths.ts';
+import { PROJECT_ROOT } from '../src/util/paths.ts';
 import { compareReportDirs, writeComparison } from '../src/eval/compare.ts';
 import { writePerToken } from '../src/eval/perToken.ts';
 import { writeReport } from '../src/eval/report.ts';

@@ -6,10 +6,10 @@
  */
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { initBackend } from '../src/core/backend.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 import { runEval } from '../src/eval/runner.ts';
-import { adHocSuite } from '../src/eval/suite.ts';
+import { adHocSuite } from '../src/data/suite.ts';
 
 const STORIES = path.join(SHARED_DIR, 'models', 'stories260k');
 

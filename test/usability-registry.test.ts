@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 import { synaxim } from './helpers/usabilityCli.ts';
 
 const STORIES = path.join(SHARED_DIR, 'models', 'stories260k');

@@ -1,7 +1,7 @@
 /**
  * The `window` policy (every layer softmax attention over the last W positions, no parameters) and
  * the window baselines of `synaxim eval`: the tfjs policy against the float64 reference of
- * src/engine/window.naive.ts (prefill and decoder), memory accounting, parametric configuration
+ * src/model/window.naive.ts (prefill and decoder), memory accounting, parametric configuration
  * names, the verdict, and on stories260k the tool's window-16 eval figures against the reference.
  */
 import fs from 'node:fs';
@@ -9,16 +9,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runEvalCommand } from '../src/cli/commands/eval.ts';
-import { initBackend } from '../src/core/backend.ts';
-import { mulberry32 } from '../src/core/corpus.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
-import { resolveModel } from '../src/core/registry.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { mulberry32 } from '../src/util/random.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
+import { resolveModel } from '../src/data/registry.ts';
 import { cachedPositions, gateStateBytesPerLayer, kvBytesPerTokenPerLayer, sameMemoryWindow } from '../src/engine/memory.ts';
 import { layerPolicyKinds, StudentDecoder, studentPrefill } from '../src/engine/student.ts';
-import { naiveWindowFigures, naiveWindowLogits } from '../src/engine/window.naive.ts';
+import { naiveWindowFigures, naiveWindowLogits } from '../src/model/window.naive.ts';
 import { renderHtml, renderMarkdown, verdictSentences, type EvalReport } from '../src/eval/report.ts';
 import { attentionMemory, prepareWindows, resolveWindows, runEval } from '../src/eval/runner.ts';
-import { adHocSuite, parseConfigurationName, parseSuite, parseWindowFlag } from '../src/eval/suite.ts';
+import { adHocSuite, parseConfigurationName, parseSuite, parseWindowFlag } from '../src/data/suite.ts';
 import { parseHfConfig, type ModelConfig } from '../src/formats/config.ts';
 import { openModel } from '../src/formats/openModel.ts';
 import type { LayerWeights, Matrix, ModelWeights } from '../src/formats/weights.ts';

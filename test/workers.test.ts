@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { threadId } from 'node:worker_threads';
-import { initBackend } from '../src/core/backend.ts';
-import { SynaximError } from '../src/core/errors.ts';
-import { SHARED_DIR, sharedAvailable } from '../src/core/paths.ts';
-import { chooseWorkers, parallelMap, WorkerPool } from '../src/core/workers.ts';
-import { timeMatMul, WORKER_TASKS } from '../src/core/workerTasks.ts';
+import { initBackend } from '../src/runtime/backend.ts';
+import { SynaximError } from '../src/util/errors.ts';
+import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
+import { chooseWorkers, parallelMap, WorkerPool } from '../src/runtime/workers.ts';
+import { timeMatMul, WORKER_TASKS } from '../src/runtime/workerTasks.ts';
 import { runEval } from '../src/eval/runner.ts';
-import { loadSuite } from '../src/eval/suite.ts';
+import { loadSuite } from '../src/data/suite.ts';
 import path from 'node:path';
 
 beforeAll(async () => {
@@ -124,9 +124,9 @@ describe('TeacherInputLayerWorkers (distillation layers under --input teacher)',
     const { writeFixtureHf } = await import('../src/formats/fixture.ts');
     const { openModel } = await import('../src/formats/openModel.ts');
     const { teacherPrefill } = await import('../src/teacher/teacher.ts');
-    const { initialAdapter } = await import('../src/engine/adapter.ts');
+    const { initialAdapter } = await import('../src/formats/adapter.ts');
     const { AdapterVariables, LayerSource, runPass } = await import('../src/distill/train.ts');
-    const { TeacherInputLayerWorkers } = await import('../src/core/distillWorkers.ts');
+    const { TeacherInputLayerWorkers } = await import('../src/distill/workers.ts');
     const fs = await import('node:fs');
     const os = await import('node:os');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'synaxim-workers-'));

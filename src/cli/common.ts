@@ -2,9 +2,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Argv } from 'yargs';
-import { BACKEND_CHOICES, type BackendChoice, initBackend, backendInfo } from '../core/backend.ts';
-import { fail } from '../core/errors.ts';
-import { resolveModel } from '../core/registry.ts';
+import { BACKEND_CHOICES, type BackendChoice, initBackend, backendInfo } from '../runtime/backend.ts';
+import { fail } from '../util/errors.ts';
+import { resolveModel } from '../data/registry.ts';
 import { openModel } from '../formats/openModel.ts';
 
 export function withBackend<T>(y: Argv<T>) {

@@ -4,8 +4,8 @@
  * --debug prints the stack.
  */
 import yargs from 'yargs';
-import { SynaximError } from '../core/errors.ts';
-import { fsConditionWords } from '../core/fsErrors.ts';
+import { SynaximError } from '../util/errors.ts';
+import { fsConditionWords } from '../util/fsErrors.ts';
 import { COMMANDS } from './commands/index.ts';
 
 export async function main(argv: string[]): Promise<void> {

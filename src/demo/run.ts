@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { defaultCorpus } from '../core/corpus.ts';
+import { defaultCorpus } from '../data/corpus.ts';
 import { runDistill } from '../distill/run.ts';
 import { pairedDifference } from '../eval/compare.ts';
 import { readPerToken } from '../eval/perToken.ts';

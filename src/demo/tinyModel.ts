@@ -16,10 +16,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import '../core/gradients.ts';
-import { writeJsonAtomic } from '../core/atomic.ts';
-import { mulberry32, type Corpus } from '../core/corpus.ts';
-import { applyRope, linear, rmsNorm, ropeCosSin, transposeHost, uploadLayer, type LayerTensors } from '../core/nn.ts';
+import '../runtime/gradients.ts';
+import { writeJsonAtomic } from '../util/atomic.ts';
+import { type Corpus } from '../data/corpus.ts';
+import { mulberry32 } from '../util/random.ts';
+import { applyRope, linear, rmsNorm, ropeCosSin, transposeHost, uploadLayer, type LayerTensors } from '../model/nn.ts';
 import { parseHfConfig, type ModelConfig } from '../formats/config.ts';
 import { convertHfToSymb } from '../formats/convert.ts';
 import { byteTokenizerJson, fixtureConfig, TOKENIZER_CONFIG } from '../formats/fixture.ts';
@@ -52,7 +53,7 @@ export interface TrainTinyResult {
   seconds: number;
 }
 
-/** What the training forward reads: matrices as LinearWeights ([in, out], see src/core/nn.ts), as the teacher's functions want them. */
+/** What the training forward reads: matrices as LinearWeights ([in, out], see src/model/nn.ts), as the teacher's functions want them. */
 interface ForwardParams {
   embed: tf.Tensor2D; // [V, D]
   finalNorm: tf.Tensor1D;

@@ -6,8 +6,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { PROJECT_ROOT } from '../core/paths.ts';
-import { ADAPTER_DIR_NAME, writeAdapter, type Adapter } from '../engine/adapter.ts';
+import { PROJECT_ROOT } from '../util/paths.ts';
+import { ADAPTER_DIR_NAME, writeAdapter, type Adapter } from '../formats/adapter.ts';
 
 export function toolVersion(): string {
   try {

@@ -5,9 +5,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ensureDir, processAlive as alive, removeStaleTemps } from '../core/atomic.ts';
-import { fail } from '../core/errors.ts';
-import { asUserFsError } from '../core/fsErrors.ts';
+import { ensureDir, processAlive as alive, removeStaleTemps } from '../util/atomic.ts';
+import { fail } from '../util/errors.ts';
+import { asUserFsError } from '../util/fsErrors.ts';
 
 export { removeStaleTemps };
 

@@ -11,7 +11,7 @@
  * - Global gradient-norm clipping (torch.nn.utils.clip_grad_norm_): ‖g‖ over all parameters,
  *   g ← g · min(1, max / (‖g‖ + 1e-6)).
  */
-import { fail } from '../core/errors.ts';
+import { fail } from '../util/errors.ts';
 
 export interface AdamWConfig {
   lr: number;

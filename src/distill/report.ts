@@ -4,9 +4,9 @@
  * MSE before and after training. Pure formatting of what the training loop measured.
  */
 import path from 'node:path';
-import { writeFileAtomic } from '../core/atomic.ts';
-import { formatDuration } from '../core/progress.ts';
-import { renderSvg, type VlSpec } from '../eval/charts.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import { formatDuration } from '../util/progress.ts';
+import { renderSvg, type VlSpec } from '../report/charts.ts';
 
 export interface StepRecord {
   epoch: number;

@@ -5,17 +5,17 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { backendInfo, backendMemoryLimit, layerWeightBytes } from '../core/backend.ts';
-import { applyWasmMemoryFixes } from '../core/wasmFixes.ts';
-import { chooseWorkers } from '../core/workers.ts';
-import { TeacherInputLayerWorkers } from '../core/distillWorkers.ts';
-import { checkSequences, defaultCorpus, readCorpus, splitHeldOut, tokenizeCorpus, type Corpus } from '../core/corpus.ts';
-import { fail } from '../core/errors.ts';
-import { Progress } from '../core/progress.ts';
-import { resolveModel, type ResolvedModel } from '../core/registry.ts';
-import { contentHash } from '../eval/contentHash.ts';
-import { ropeCosSin } from '../core/nn.ts';
-import { initialAdapter, adapterParameterCount } from '../engine/adapter.ts';
+import { backendInfo, backendMemoryLimit, layerWeightBytes } from '../runtime/backend.ts';
+import { applyWasmMemoryFixes } from '../runtime/wasmFixes.ts';
+import { chooseWorkers } from '../runtime/workers.ts';
+import { TeacherInputLayerWorkers } from './workers.ts';
+import { checkSequences, defaultCorpus, readCorpus, splitHeldOut, tokenizeCorpus, type Corpus } from '../data/corpus.ts';
+import { fail } from '../util/errors.ts';
+import { Progress } from '../util/progress.ts';
+import { resolveModel, type ResolvedModel } from '../data/registry.ts';
+import { contentHash } from '../formats/contentHash.ts';
+import { ropeCosSin } from '../model/nn.ts';
+import { initialAdapter, adapterParameterCount } from '../formats/adapter.ts';
 import { REST_POLICIES, type RestPolicy } from '../engine/student.ts';
 import { openModel } from '../formats/openModel.ts';
 import { loadTokenizer } from '../formats/tokenizer.ts';
@@ -26,7 +26,7 @@ import { ADAMW_DEFAULTS } from './optimizer.ts';
 import { writeDistillReport, type EpochRecord, type StepRecord } from './report.ts';
 import { teacherHiddenStates, teacherLogProbs } from './teacherCache.ts';
 import type { VocabSlice } from './klLoss.ts';
-import { uploadMatrix } from '../core/nn.ts';
+import { uploadMatrix } from '../model/nn.ts';
 import * as tf from '@tensorflow/tfjs-core';
 import {
   evaluateKl,

@@ -12,9 +12,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { sha256Hex } from '../core/corpus.ts';
-import { fail } from '../core/errors.ts';
-import { cacheDir } from '../core/paths.ts';
+import { sha256Hex } from '../data/corpus.ts';
+import { fail } from '../util/errors.ts';
+import { cacheDir } from '../util/paths.ts';
 import { SafetensorsFile, writeSafetensors } from '../formats/safetensors.ts';
 import type { ModelWeights } from '../formats/weights.ts';
 import { teacherPrefill } from '../teacher/teacher.ts';

@@ -22,13 +22,13 @@
 import * as tf from '@tensorflow/tfjs-core';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { seededPermutation } from '../core/corpus.ts';
-import { fail, InterruptedError, SynaximError } from '../core/errors.ts';
-import { disposeLayer, rmsNorm, ropeCosSin, uploadLayer, type LayerTensors } from '../core/nn.ts';
+import { seededPermutation } from '../util/random.ts';
+import { fail, InterruptedError, SynaximError } from '../util/errors.ts';
+import { disposeLayer, rmsNorm, ropeCosSin, uploadLayer, type LayerTensors } from '../model/nn.ts';
 import { qDim, kvDim, type ModelConfig } from '../formats/config.ts';
 import { SafetensorsFile, writeSafetensors, type StTensorToWrite } from '../formats/safetensors.ts';
 import type { ModelWeights } from '../formats/weights.ts';
-import type { Adapter } from '../engine/adapter.ts';
+import type { Adapter } from '../formats/adapter.ts';
 import { studentLayerForward, type AdapterPolicy, type LayerPolicy, type RestPolicy } from '../engine/student.ts';
 import { disposeKlTarget, klTarget, logitKl, type VocabSlice } from './klLoss.ts';
 import { AdamW, clipGradNorm, cosineLr, type AdamWState } from './optimizer.ts';

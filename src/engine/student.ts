@@ -1,6 +1,6 @@
 /**
  * The SYNAXIM student: the teacher's own weights with (some) attention layers replaced by the
- * symbiotic gate (src/engine/gate.ts). Each layer follows a policy:
+ * symbiotic gate (src/model/gate.ts). Each layer follows a policy:
  *
  * - `adapter` (adapter-v1, the layer has adapter parameters), no RoPE:
  *     s_t = mean_h q_{t,h}·k_{t,h}/√hd,  g_t = σ(s_t·gate_scale + gate_bias)
@@ -21,14 +21,14 @@
  * recurrent form, one D×D state per gated layer, constant memory per token.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { fail } from '../core/errors.ts';
-import { applyRope, disposeLayer, linear, repeatKv, rmsNorm, ropeCosSin, swigluMlp, uploadLayer, uploadMatrix, type LayerTensors } from '../core/nn.ts';
+import { fail } from '../util/errors.ts';
+import { applyRope, disposeLayer, linear, repeatKv, rmsNorm, ropeCosSin, swigluMlp, uploadLayer, uploadMatrix, type LayerTensors } from '../model/nn.ts';
 import type { ModelConfig } from '../formats/config.ts';
 import type { ModelWeights } from '../formats/weights.ts';
-import { causalAttention, KvCache, type AttentionShape } from '../teacher/attention.ts';
+import { causalAttention, KvCache, type AttentionShape } from '../model/attention.ts';
 import { attentionShape, modelConfigFile, qkvProjections, softmaxAttentionBlock, streamedForward, validateIds, type PrefillOptions, type PrefillResult } from '../teacher/teacher.ts';
-import { requireModelFitsBackend } from '../core/backend.ts';
-import { adapterPosition, validateAdapterForModel, type Adapter } from './adapter.ts';
+import { requireModelFitsBackend } from '../runtime/backend.ts';
+import { adapterPosition, validateAdapterForModel, type Adapter } from '../formats/adapter.ts';
 import {
   constantGateLogs,
   gateChunked,
@@ -40,7 +40,7 @@ import {
   normalizeValues,
   rowNorms,
   type GateSequence,
-} from './gate.ts';
+} from '../model/gate.ts';
 
 /** The adapter-v1 parameters of one layer as tensors (tf.Variables when training). */
 export interface AdapterPolicy {

@@ -15,9 +15,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFilesAtomic } from '../core/atomic.ts';
-import { fail } from '../core/errors.ts';
-import { renderSvg, type Chart, type VlSpec } from './charts.ts';
+import { writeFilesAtomic } from '../util/atomic.ts';
+import { fail } from '../util/errors.ts';
+import { renderSvg, type Chart, type VlSpec } from '../report/charts.ts';
 import { readPerToken } from './perToken.ts';
 import { REPORT_SCHEMA, fmt, htmlEscape, jsonSafe, markdownTable, pct, pm, type EvalReport, type Table } from './report.ts';
 import type { PerTokenValues } from './stats.ts';

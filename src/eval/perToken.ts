@@ -10,7 +10,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../core/atomic.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
 import { encodeSafetensors, SafetensorsFile, type StTensorToWrite } from '../formats/safetensors.ts';
 import type { PerTokenValues } from './stats.ts';
 

@@ -5,8 +5,8 @@
  * last, so a directory with a report.json holds a complete report.
  */
 import path from 'node:path';
-import { removeStaleTemps, writeFilesAtomic } from '../core/atomic.ts';
-import { barWithErrors, lines, renderSvg, type Chart } from './charts.ts';
+import { removeStaleTemps, writeFilesAtomic } from '../util/atomic.ts';
+import { barWithErrors, lines, renderSvg, type Chart } from '../report/charts.ts';
 import type { ComparisonStats, DeltaPStats, DistributionStats, HiddenLayerStats, PositionBucket, PplRatioStats } from './stats.ts';
 
 export const REPORT_SCHEMA = 'synaxim.eval/1';

@@ -23,21 +23,21 @@
  */
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { backendInfo } from '../core/backend.ts';
-import { checkSequences, encodePrefix, sha256Hex, type Corpus } from '../core/corpus.ts';
-import { fail, InterruptedError } from '../core/errors.ts';
-import { chooseWorkers, WorkerPool } from '../core/workers.ts';
-import { resolveModel, type ResolvedModel } from '../core/registry.ts';
+import { backendInfo } from '../runtime/backend.ts';
+import { checkSequences, encodePrefix, sha256Hex, type Corpus } from '../data/corpus.ts';
+import { fail, InterruptedError } from '../util/errors.ts';
+import { chooseWorkers, WorkerPool } from '../runtime/workers.ts';
+import { resolveModel, type ResolvedModel } from '../data/registry.ts';
 import { qDim, type ModelConfig } from '../formats/config.ts';
 import { openModel } from '../formats/openModel.ts';
 import { loadTokenizer } from '../formats/tokenizer.ts';
 import type { ModelWeights } from '../formats/weights.ts';
-import { adapterPolicyName, checkAdapterBase, readAdapter, type Adapter } from '../engine/adapter.ts';
+import { adapterPolicyName, checkAdapterBase, readAdapter, type Adapter } from '../formats/adapter.ts';
 import { breakEvenContext, cachedPositions, DEFAULT_KV_BYTES, DEFAULT_STATE_BYTES, formatBytes, gateStateBytesPerLayer, kvBytesPerTokenPerLayer, sameMemoryWindow } from '../engine/memory.ts';
 import { studentPrefill, type RestPolicy } from '../engine/student.ts';
 import { teacherPrefill } from '../teacher/teacher.ts';
 import type { PrefillResult } from '../teacher/teacher.ts';
-import { contentHash } from './contentHash.ts';
+import { contentHash } from '../formats/contentHash.ts';
 import { configurationFromStats, REPORT_SCHEMA, verdictSentences, type ConfigurationReport, type EvalReport, type LayerPolicy, type MemoryReport, type WeightsInfo } from './report.ts';
 import { ComparisonAccumulator, HiddenAccumulator, type PerTokenValues } from './stats.ts';
 import {
@@ -52,7 +52,7 @@ import {
   type Suite,
   type WindowRequest,
   docTokensNeeded,
-} from './suite.ts';
+} from '../data/suite.ts';
 
 import pkg from '../../package.json' with { type: 'json' };
 import { version as vegaVersion } from 'vega';
@@ -87,7 +87,7 @@ export interface RunEvalOptions {
    */
   progress?: (done: number, total: number, tokens: number, status: string) => void;
   /**
-   * Worker threads (src/core/workers.ts) that run (batch, configuration) units side by side, each
+   * Worker threads (src/runtime/workers.ts) that run (batch, configuration) units side by side, each
    * with its own tfjs engine; the statistics are accumulated here in the same order as with one,
    * so the report's figures are identical. Default: `chooseWorkers` (1 for tiny jobs or < 2 cores).
    */
@@ -439,7 +439,7 @@ export interface EvalWorkerSpec {
 let workerModels: { key: string; plans: ConfigurationPlan[]; close: () => void } | null = null;
 
 /**
- * Runs in a worker thread (src/core/workers.ts): one configuration over one batch of windows, with
+ * Runs in a worker thread (src/runtime/workers.ts): one configuration over one batch of windows, with
  * the worker's own tfjs engine. Returns the prefill result (its arrays are moved to the caller).
  */
 export function evalUnitInWorker(spec: EvalWorkerSpec, planName: ConfigurationName, sequences: number[][], hidden: boolean): { out: PrefillResult; seconds: number } {

@@ -10,14 +10,14 @@
  * sweep.svg (a vega-lite chart) into one directory, sweep.json last.
  */
 import path from 'node:path';
-import { removeStaleTemps, writeFilesAtomic } from '../core/atomic.ts';
-import { resolveModel } from '../core/registry.ts';
-import { readAdapter } from '../engine/adapter.ts';
+import { removeStaleTemps, writeFilesAtomic } from '../util/atomic.ts';
+import { resolveModel } from '../data/registry.ts';
+import { readAdapter } from '../formats/adapter.ts';
 import { openModel } from '../formats/openModel.ts';
-import { lines, renderSvg } from './charts.ts';
+import { lines, renderSvg } from '../report/charts.ts';
 import { fmt, jsonSafe, markdownTable, pct, pm, type ConfigurationReport, type EvalReport, type Table } from './report.ts';
 import { runEval, type RunEvalOptions } from './runner.ts';
-import { layersConfigurationName, type ConfigurationName, type Metric, type Suite } from './suite.ts';
+import { layersConfigurationName, type ConfigurationName, type Metric, type Suite } from '../data/suite.ts';
 
 export const SWEEP_SCHEMA = 'synaxim.sweep/1';
 /** The files a sweep writes; sweep.json last (its presence says the output is complete). */

@@ -6,8 +6,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fail } from '../core/errors.ts';
-import { MiB, readSmallRegularFile, snippet } from '../core/fileio.ts';
+import { fail } from '../util/errors.ts';
+import { MiB, readSmallRegularFile, snippet } from '../util/fileio.ts';
 
 export type Architecture = 'llama' | 'mistral' | 'qwen2';
 

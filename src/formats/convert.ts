@@ -6,10 +6,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fail } from '../core/errors.ts';
-import { writeDirAtomic, writeFileAtomic } from '../core/atomic.ts';
+import { fail } from '../util/errors.ts';
+import { writeDirAtomic, writeFileAtomic } from '../util/atomic.ts';
 import { type ModelConfig, MAX_TOKENIZER_BYTES, parseHfConfig, readJsonFile, requireInsideModelDir } from './config.ts';
-import { entryExists, readSmallRegularFile } from '../core/fileio.ts';
+import { entryExists, readSmallRegularFile } from '../util/fileio.ts';
 import { SafetensorsCheckpoint } from './safetensors.ts';
 import { type SymbMethod, MAX_GROUP_SIZE, SYMB_METHODS, encodeSymbTensor, encodingFor } from './symb.ts';
 import { DEFAULT_SYMB_NAMES, SYMB_CONFIG_FILE, symbTensorSpecs } from './symbModel.ts';

@@ -10,8 +10,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fail } from '../core/errors.ts';
-import { writeFileAtomic, writeJsonAtomic } from '../core/atomic.ts';
+import { fail } from '../util/errors.ts';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.ts';
 import { type StTensorToWrite, writeSafetensors, INDEX_FILE } from './safetensors.ts';
 
 export const FIXTURE_SHAPES = ['tiny', 'magnus', 'llama-1b'] as const;

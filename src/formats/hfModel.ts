@@ -5,7 +5,7 @@
  * the file and tensor, never a silently wrong model.
  */
 import path from 'node:path';
-import { fail } from '../core/errors.ts';
+import { fail } from '../util/errors.ts';
 import { type ModelConfig, parseHfConfig, readJsonFile, qDim, kvDim, requireInsideModelDir } from './config.ts';
 import { SafetensorsCheckpoint, type StDtype, requireFiniteWeights } from './safetensors.ts';
 import type { LayerWeights, Matrix, ModelWeights } from './weights.ts';

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ADAPTER_CONFIG_FILE, ADAPTER_DIR_NAME, adapterBaseRecord, adapterParameterCount, readAdapter } from '../engine/adapter.ts';
+import { ADAPTER_CONFIG_FILE, ADAPTER_DIR_NAME, adapterBaseRecord, adapterParameterCount, readAdapter } from './adapter.ts';
 
 export interface AdapterLayerDescription {
   layer: number;

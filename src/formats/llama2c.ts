@@ -22,10 +22,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fail } from '../core/errors.ts';
-import { openRegularFile, readExactly, readSmallRegularFile } from '../core/fileio.ts';
+import { fail } from '../util/errors.ts';
+import { openRegularFile, readExactly, readSmallRegularFile } from '../util/fileio.ts';
 import { MAX_TOKENIZER_BYTES } from './config.ts';
-import { writeDirAtomic, writeFileAtomic } from '../core/atomic.ts';
+import { writeDirAtomic, writeFileAtomic } from '../util/atomic.ts';
 import { writeSafetensors, type StTensorToWrite } from './safetensors.ts';
 
 export interface Llama2cConfig {

@@ -1,12 +1,12 @@
 /**
  * Open a model directory of either format. A directory with `config.symb.json` is a SYNAXIM .symb
  * conversion; one with `config.json` is a Hugging Face checkpoint. Names from the model registry
- * are resolved by src/core/registry.ts before this is called.
+ * are resolved by src/data/registry.ts before this is called.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fail } from '../core/errors.ts';
-import { entryExists } from '../core/fileio.ts';
+import { fail } from '../util/errors.ts';
+import { entryExists } from '../util/fileio.ts';
 import type { ModelWeights } from './weights.ts';
 import { openHfModel } from './hfModel.ts';
 import { openSymbModel } from './symbModel.ts';

@@ -9,10 +9,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fail } from '../core/errors.ts';
-import { entryExists, MiB, openRegularFile, readExactly, regularFileSize, snippet } from '../core/fileio.ts';
-import { writeFileAtomic } from '../core/atomic.ts';
-import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../core/fp16.ts';
+import { fail } from '../util/errors.ts';
+import { entryExists, MiB, openRegularFile, readExactly, regularFileSize, snippet } from '../util/fileio.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../util/fp16.ts';
 import { CONTROL_CHARS, jsonErrorText, readJsonFile, requireInsideModelDir } from './config.ts';
 
 export type StDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';

@@ -17,8 +17,8 @@
  * float32 division (Math.fround of the exact quotient of two float32 values is the correctly
  * rounded float32 quotient), and `round` is round-half-to-even.
  */
-import { fail } from '../core/errors.ts';
-import { decodeF16, encodeF16 } from '../core/fp16.ts';
+import { fail } from '../util/errors.ts';
+import { decodeF16, encodeF16 } from '../util/fp16.ts';
 
 export const SYMB_METHODS = ['int4', 'int8', 'fp16', 'fp32'] as const;
 export type SymbMethod = (typeof SYMB_METHODS)[number];

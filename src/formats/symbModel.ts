@@ -13,8 +13,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fail } from '../core/errors.ts';
-import { openRegularFile, readExactly, readSmallRegularFile, regularFileSize } from '../core/fileio.ts';
+import { fail } from '../util/errors.ts';
+import { openRegularFile, readExactly, readSmallRegularFile, regularFileSize } from '../util/fileio.ts';
 import { type ModelConfig, type RopeScalingLlama3, parseSymbConfig, readJsonFile, qDim, kvDim, requireInsideModelDir } from './config.ts';
 import { numelOf, requireFiniteWeights } from './safetensors.ts';
 import {
@@ -31,7 +31,7 @@ import {
   symbByteLength,
   MAX_GROUP_SIZE,
 } from './symb.ts';
-import { decodeF16 } from '../core/fp16.ts';
+import { decodeF16 } from '../util/fp16.ts';
 import type { LayerWeights, Matrix, ModelWeights } from './weights.ts';
 
 export const SYMB_CONFIG_FILE = 'config.symb.json';

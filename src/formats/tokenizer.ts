@@ -10,9 +10,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { fail } from '../core/errors.ts';
+import { fail } from '../util/errors.ts';
 import { MAX_TOKENIZER_BYTES, readJsonFile } from './config.ts';
-import { entryExists } from '../core/fileio.ts';
+import { entryExists } from '../util/fileio.ts';
 
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';

@@ -11,7 +11,7 @@
  * refused at the byte it appears, in one line. Nothing is ever executed: "calling" an allowed
  * global builds a plain data record here. (Modelled on PyTorch's `weights_only` unpickler.)
  */
-import { fail } from '../core/errors.ts';
+import { fail } from '../util/errors.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The values the reader builds

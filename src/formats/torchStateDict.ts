@@ -9,9 +9,9 @@
  * torch's layout, so `torch.load` + `load_state_dict` read it.
  */
 import path from 'node:path';
-import { writeFileAtomic } from '../core/atomic.ts';
-import { fail } from '../core/errors.ts';
-import { decodeBf16, decodeF16 } from '../core/fp16.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import { fail } from '../util/errors.ts';
+import { decodeBf16, decodeF16 } from '../util/fp16.ts';
 import { checkPlainTree, pickleStateDict, PyDict, PyTensor, restrictedUnpickle, type TorchFloatDtype } from './torchPickle.ts';
 import { buildTorchZip, readTorchZip, type TorchZip, type TorchZipRecord } from './torchZip.ts';
 

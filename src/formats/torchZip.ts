@@ -9,8 +9,8 @@
  * entry per record), the end-of-central-directory record (zip64 variants where sizes need them).
  */
 import zlib from 'node:zlib';
-import { fail } from '../core/errors.ts';
-import { readSmallRegularFile } from '../core/fileio.ts';
+import { fail } from '../util/errors.ts';
+import { readSmallRegularFile } from '../util/fileio.ts';
 
 /** Largest .pt file we read: an adapter is kilobytes to a few megabytes. */
 export const TORCH_ZIP_MAX_BYTES = 256 * 1024 * 1024;

@@ -13,12 +13,12 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import path from 'node:path';
-import { fail } from '../core/errors.ts';
-import { requireModelFitsBackend } from '../core/backend.ts';
-import { applyRope, disposeLayer, linear, rmsNorm, ropeCosSin, swigluMlp, uploadLayer, uploadMatrix, type LayerTensors } from '../core/nn.ts';
+import { fail } from '../util/errors.ts';
+import { requireModelFitsBackend } from '../runtime/backend.ts';
+import { applyRope, disposeLayer, linear, rmsNorm, ropeCosSin, swigluMlp, uploadLayer, uploadMatrix, type LayerTensors } from '../model/nn.ts';
 import type { ModelConfig } from '../formats/config.ts';
 import type { ModelWeights } from '../formats/weights.ts';
-import { causalAttention, KvCache, type AttentionShape } from './attention.ts';
+import { causalAttention, KvCache, type AttentionShape } from '../model/attention.ts';
 
 /**
  * What replaces attention in a layer: maps the normed layer input x [T, hidden] of sequence

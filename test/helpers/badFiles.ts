@@ -7,8 +7,8 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PROJECT_ROOT } from '../../src/core/paths.ts';
-import { mulberry32 } from '../../src/core/corpus.ts';
+import { PROJECT_ROOT } from '../../src/util/paths.ts';
+import { mulberry32 } from '../../src/util/random.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Temporary directories and copies

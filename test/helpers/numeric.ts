@@ -1,6 +1,6 @@
 /** Small numeric helpers shared by the kernel tests: seeded random data and error measures. */
 import { expect } from 'vitest';
-import { mulberry32 } from '../../src/core/corpus.ts';
+import { mulberry32 } from '../../src/util/random.ts';
 
 /** Deterministic uniform values in [-scale, scale) from mulberry32(seed). */
 export function randoms(n: number, seed: number, scale = 1): Float32Array {

@@ -1,7 +1,7 @@
 /** Run `node bin/synaxim.js ARGS` as a user would (own process, real files) for the usability tests. */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { PROJECT_ROOT } from '../../src/core/paths.ts';
+import { PROJECT_ROOT } from '../../src/util/paths.ts';
 
 export interface CliRun {
   code: number;

@@ -1,15 +1,15 @@
 /**
  * `synaxim bench [--quick] [--out reports/bench] [--sections gate,phases,...] [--magnus DIR]`:
  * benchmarks of this machine and backend, every figure a ratio measured in the same run (see
- * src/bench/run.ts). Prints the headline table as JSON on stdout; writes bench.json, README.md and
+ * bench/run.ts). Prints the headline table as JSON on stdout; writes bench.json, README.md and
  * charts into --out. Never a timed test: `npm run bench` runs it.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
-import { fail } from '../../core/errors.ts';
-import { checkOutput } from '../../core/outputs.ts';
-import { MAGNUS_RUNS, runBench, SECTIONS, type MagnusRun, type Preset, type Section } from '../../bench/run.ts';
+import { fail } from '../../util/errors.ts';
+import { checkOutput } from '../../util/outputs.ts';
+import { MAGNUS_RUNS, runBench, SECTIONS, type MagnusRun, type Preset, type Section } from '../../../bench/run.ts';
 import { startBackend, withBackend } from '../common.ts';
 
 interface BenchArgs {

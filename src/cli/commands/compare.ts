@@ -6,8 +6,8 @@
  */
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
-import { fail } from '../../core/errors.ts';
-import { checkOutput } from '../../core/outputs.ts';
+import { fail } from '../../util/errors.ts';
+import { checkOutput } from '../../util/outputs.ts';
 import { compareReportDirs, writeComparison } from '../../eval/compare.ts';
 
 export interface CompareArgs {

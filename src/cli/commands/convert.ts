@@ -1,6 +1,6 @@
 /** `synaxim convert HF_DIR OUT_DIR --quantize int4|int8|fp16|fp32 [--group-size 128]` */
 import type { CommandModule } from 'yargs';
-import { checkOutput } from '../../core/outputs.ts';
+import { checkOutput } from '../../util/outputs.ts';
 import { convertHfToSymb, DEFAULT_GROUP_SIZE, isSymbOutputEntry } from '../../formats/convert.ts';
 import { SYMB_CONFIG_FILE } from '../../formats/symbModel.ts';
 import { SYMB_METHODS, type SymbMethod } from '../../formats/symb.ts';

@@ -5,8 +5,8 @@
  */
 import type { CommandModule } from 'yargs';
 import { withBackend, startBackend } from '../common.ts';
-import { checkOutput } from '../../core/outputs.ts';
-import type { BackendChoice } from '../../core/backend.ts';
+import { checkOutput } from '../../util/outputs.ts';
+import type { BackendChoice } from '../../runtime/backend.ts';
 import { DEMO_OUTPUTS, runDemoChain, type DemoResult } from '../../demo/run.ts';
 import { DEFAULT_TRAIN_TINY } from '../../demo/tinyModel.ts';
 import { runEvalCommand } from './eval.ts';

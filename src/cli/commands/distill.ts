@@ -10,8 +10,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
-import { fail } from '../../core/errors.ts';
-import { checkOutput, modelInputs } from '../../core/outputs.ts';
+import { fail } from '../../util/errors.ts';
+import { checkOutput } from '../../util/outputs.ts';
+import { modelInputs } from '../../data/registry.ts';
 import { DEFAULT_EPOCHS, DEFAULT_KL_PHASE_EPOCHS, DEFAULT_LR, DEFAULT_PATIENCE, DISTILL_LOSSES, runDistill, STUDENT_KINDS, type DistillLossOption, type StudentKind } from '../../distill/run.ts';
 import { REST_POLICIES, type RestPolicy } from '../../engine/student.ts';
 import { studentPolicyLine } from '../../engine/policyLine.ts';

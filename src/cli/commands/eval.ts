@@ -8,18 +8,19 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { fail } from '../../core/errors.ts';
-import { cumulativeProgress } from '../../core/progress.ts';
+import { fail } from '../../util/errors.ts';
+import { cumulativeProgress } from '../../util/progress.ts';
 import { REST_POLICIES, type RestPolicy } from '../../engine/student.ts';
 import { fmt, pct, writeReport } from '../../eval/report.ts';
 import { runEval } from '../../eval/runner.ts';
-import { adHocSuite, CONFIGURATION_NAMES_HELP, CONFIGURATIONS, loadSuite, parseConfigurationName, parseWindowFlag, type ConfigurationName, type Suite } from '../../eval/suite.ts';
+import { adHocSuite, CONFIGURATION_NAMES_HELP, CONFIGURATIONS, loadSuite, parseConfigurationName, parseWindowFlag, type ConfigurationName, type Suite } from '../../data/suite.ts';
 import { modelLayerCount, requireDirectoryPath, startBackend, withBackend } from '../common.ts';
-import { readAdapter } from '../../engine/adapter.ts';
+import { readAdapter } from '../../formats/adapter.ts';
 import { studentPolicyLine } from '../../engine/policyLine.ts';
 import { encodePerToken, PER_TOKEN_FILE } from '../../eval/perToken.ts';
-import { checkOutput, modelInputs } from '../../core/outputs.ts';
-import { ensureDir } from '../../core/atomic.ts';
+import { checkOutput } from '../../util/outputs.ts';
+import { modelInputs } from '../../data/registry.ts';
+import { ensureDir } from '../../util/atomic.ts';
 import type { PerTokenValues } from '../../eval/stats.ts';
 
 /** The flags that choose what is scored (see withSuiteOptions). */

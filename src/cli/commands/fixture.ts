@@ -1,11 +1,11 @@
 /** `synaxim fixture --shape tiny|magnus|llama-1b OUT` — deterministic random HF + INT4 .symb models. */
 import type { CommandModule } from 'yargs';
 import path from 'node:path';
-import { writeDirAtomic } from '../../core/atomic.ts';
+import { writeDirAtomic } from '../../util/atomic.ts';
 import { FIXTURE_SHAPES, type FixtureShape, writeFixtureHf } from '../../formats/fixture.ts';
 import { convertHfToSymb } from '../../formats/convert.ts';
-import { Progress } from '../../core/progress.ts';
-import { checkOutput } from '../../core/outputs.ts';
+import { Progress } from '../../util/progress.ts';
+import { checkOutput } from '../../util/outputs.ts';
 
 /** What a fixture directory holds; anything else in OUT is the user's and is kept. */
 const FIXTURE_ENTRIES = ['hf', 'symb-int4'];

@@ -5,15 +5,16 @@
  *   logits [T, vocab] F32; hidden.0 (embedding output) … hidden.L (after layer L) [T, hidden] F32.
  */
 import type { CommandModule } from 'yargs';
-import { fail } from '../../core/errors.ts';
-import { checkOutput, modelInputs } from '../../core/outputs.ts';
-import { resolveModel } from '../../core/registry.ts';
+import { fail } from '../../util/errors.ts';
+import { checkOutput } from '../../util/outputs.ts';
+import { modelInputs } from '../../data/registry.ts';
+import { resolveModel } from '../../data/registry.ts';
 import { openModel } from '../../formats/openModel.ts';
 import { writeSafetensors, type StTensorToWrite } from '../../formats/safetensors.ts';
 import type { ModelWeights } from '../../formats/weights.ts';
 import { teacherPrefill, validateIds } from '../../teacher/teacher.ts';
 import { studentPrefill } from '../../engine/student.ts';
-import { readAdapter, readAdapterForModel } from '../../engine/adapter.ts';
+import { readAdapter, readAdapterForModel } from '../../formats/adapter.ts';
 import { studentPolicyLine } from '../../engine/policyLine.ts';
 import { parseIdList, startBackend, withBackend } from '../common.ts';
 

@@ -6,15 +6,15 @@
  * kept in `ids`), after --max-tokens, or at the model's maximum position.
  */
 import type { CommandModule } from 'yargs';
-import { fail } from '../../core/errors.ts';
-import { resolveModel } from '../../core/registry.ts';
-import { Sampler } from '../../core/sampling.ts';
+import { fail } from '../../util/errors.ts';
+import { resolveModel } from '../../data/registry.ts';
+import { Sampler } from '../../model/sampling.ts';
 import { openModel } from '../../formats/openModel.ts';
 import { loadTokenizer, type Tokenizer } from '../../formats/tokenizer.ts';
 import type { ModelWeights } from '../../formats/weights.ts';
 import { TeacherDecoder, validateIds } from '../../teacher/teacher.ts';
 import { StudentDecoder } from '../../engine/student.ts';
-import { readAdapter, readAdapterForModel } from '../../engine/adapter.ts';
+import { readAdapter, readAdapterForModel } from '../../formats/adapter.ts';
 import { studentPolicyLine } from '../../engine/policyLine.ts';
 import { parseIdList, startBackend, withBackend } from '../common.ts';
 import { ENGINES, REST_POLICIES, type Engine, type RestPolicy, type StudentOptions } from './forward.ts';

@@ -1,6 +1,6 @@
 /** `synaxim import-llama2c MODEL.bin TOKENIZER.bin OUT_DIR`: a llama2.c checkpoint → HF directory. */
 import type { CommandModule } from 'yargs';
-import { checkOutput } from '../../core/outputs.ts';
+import { checkOutput } from '../../util/outputs.ts';
 import { importLlama2c, LLAMA2C_OUTPUT_FILES } from '../../formats/llama2c.ts';
 
 interface Args {

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
-import { lookupRegistryEntry, modelRoots, MODELS_CONFIG_DIR, readRegistryEntry, registryNames } from '../../core/registry.ts';
+import { lookupRegistryEntry, modelRoots, MODELS_CONFIG_DIR, readRegistryEntry, registryNames } from '../../data/registry.ts';
 
 export interface ModelListing {
   name: string;

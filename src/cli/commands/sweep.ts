@@ -8,8 +8,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
-import { checkOutput, modelInputs } from '../../core/outputs.ts';
-import { cumulativeProgress } from '../../core/progress.ts';
+import { checkOutput } from '../../util/outputs.ts';
+import { modelInputs } from '../../data/registry.ts';
+import { cumulativeProgress } from '../../util/progress.ts';
 import { fmt } from '../../eval/report.ts';
 import { runSweep, SWEEP_FILES, writeSweep, type SweepReport } from '../../eval/sweep.ts';
 import { requireDirectoryPath, startBackend, withBackend } from '../common.ts';

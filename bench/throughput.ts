@@ -12,12 +12,12 @@
  *   model bigger than the wasm heap must stream per forward (timed separately as layer load).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { qDim, type ModelConfig } from '../formats/config.ts';
-import type { LayerWeights, ModelWeights } from '../formats/weights.ts';
-import { StudentDecoder } from '../engine/student.ts';
-import { teacherPrefill, TeacherDecoder } from '../teacher/teacher.ts';
-import { disposeLayer, uploadLayer, uploadMatrix, type LayerTensors } from '../core/nn.ts';
-import { pseudoRandom } from '../core/workerTasks.ts';
+import { qDim, type ModelConfig } from '../src/formats/config.ts';
+import type { LayerWeights, ModelWeights } from '../src/formats/weights.ts';
+import { StudentDecoder } from '../src/engine/student.ts';
+import { teacherPrefill, TeacherDecoder } from '../src/teacher/teacher.ts';
+import { disposeLayer, uploadLayer, uploadMatrix, type LayerTensors } from '../src/model/nn.ts';
+import { pseudoRandom } from '../src/util/random.ts';
 import { sig } from './machine.ts';
 import { SyntheticWeights, withShape } from './synthetic.ts';
 import { force, time } from './timing.ts';

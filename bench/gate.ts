@@ -1,6 +1,6 @@
 /**
  * (a) The symbiotic gate, forward + backward: the engine's chunked-parallel form (`gateChunked`,
- * src/engine/gate.ts) against a faithful port of the SYNAXIM scripts' per-token loop:
+ * src/model/gate.ts) against a faithful port of the SYNAXIM scripts' per-token loop:
  *
  *   for t in range(T):
  *       g = sigmoid(z[t])
@@ -19,8 +19,8 @@
  * labelled in the results.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { defaultChunkSize, gateChunked, gateChunkedOutput, gateLogs, type GateSequence } from '../engine/gate.ts';
-import { pseudoRandom } from '../core/workerTasks.ts';
+import { defaultChunkSize, gateChunked, gateChunkedOutput, gateLogs, type GateSequence } from '../src/model/gate.ts';
+import { pseudoRandom } from '../src/util/random.ts';
 import { sig } from './machine.ts';
 import { interleaved, type Timing } from './timing.ts';
 

@@ -7,12 +7,13 @@
  * than that are dropped, so every sequence has exactly `seqLen` tokens and a step sees a fixed
  * number of tokens (the SYNAXIM scripts train on fixed-length windows as well).
  */
+import { mulberry32, seededPermutation } from '../util/random.ts';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fail, SynaximError } from './errors.ts';
-import { GiB, MiB, openRegularFile } from './fileio.ts';
-import { Progress } from './progress.ts';
+import { fail, SynaximError } from '../util/errors.ts';
+import { GiB, MiB, openRegularFile } from '../util/fileio.ts';
+import { Progress } from '../util/progress.ts';
 import { jsonErrorText } from '../formats/config.ts';
 
 export interface Corpus {
@@ -352,28 +353,6 @@ export function checkSequences(seqs: Int32Array[], vocabSize: number, maxPositio
   });
 }
 
-/** mulberry32: a tiny deterministic PRNG (uniform in [0, 1)). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Fisher–Yates permutation of 0..n-1 from a seed. */
-export function seededPermutation(n: number, seed: number): number[] {
-  const rand = mulberry32(seed);
-  const p = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [p[i], p[j]] = [p[j]!, p[i]!];
-  }
-  return p;
-}
 
 /**
  * Deterministic held-out split: a seeded choice of round(n·fraction) items (at least one when

@@ -13,7 +13,7 @@
  */
 import type { ModelConfig } from '../formats/config.ts';
 import type { LayerWeights, Matrix } from '../formats/weights.ts';
-import type { AdapterLayerParams } from './adapter.ts';
+import type { AdapterLayerParams } from '../formats/adapter.ts';
 
 const sigmoid = (z: number) => (z >= 0 ? 1 / (1 + Math.exp(-z)) : Math.exp(z) / (1 + Math.exp(z)));
 

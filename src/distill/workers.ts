@@ -22,13 +22,13 @@
  * Memory: each worker holds the teacher hidden states of its layers (indices l and l+1) and its
  * layers' weights; two workers need about twice one layer's weights on the host and heap.
  */
-import { WorkerPool, type WorkerPoolOptions } from './workers.ts';
-import { applyWasmMemoryFixes } from './wasmFixes.ts';
-import { fail } from './errors.ts';
-import { initialAdapter } from '../engine/adapter.ts';
+import { WorkerPool, type WorkerPoolOptions } from '../runtime/workers.ts';
+import { applyWasmMemoryFixes } from '../runtime/wasmFixes.ts';
+import { fail } from '../util/errors.ts';
+import { initialAdapter } from '../formats/adapter.ts';
 import { openModel } from '../formats/openModel.ts';
 import type { ModelWeights } from '../formats/weights.ts';
-import { AdapterVariables, LayerSource, runPass, type PassContext, type PassResult, type TrainOptions } from '../distill/train.ts';
+import { AdapterVariables, LayerSource, runPass, type PassContext, type PassResult, type TrainOptions } from './train.ts';
 
 const MODULE = new URL(import.meta.url);
 /** Adapter tensors per layer in the flat parameter list: gate_bias, gate_scale, output_scale, mix_alpha. */

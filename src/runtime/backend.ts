@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import type { ModelConfig } from '../formats/config.ts';
-import { fail } from './errors.ts';
+import { fail } from '../util/errors.ts';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];

@@ -18,16 +18,16 @@
  * same shapes. Everything in a group is timed interleaved (see timing.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { ropeCosSin, type LayerTensors } from '../core/nn.ts';
-import { qDim, kvDim, type ModelConfig } from '../formats/config.ts';
-import { initialAdapter } from '../engine/adapter.ts';
-import { gateChunkedOutput } from '../engine/gate.ts';
-import { gateInputs, studentLayerForward } from '../engine/student.ts';
-import { causalAttention } from '../teacher/attention.ts';
-import { applyRope } from '../core/nn.ts';
-import { attentionShape, decoderLayer, qkvProjections, softmaxAttentionBlock } from '../teacher/teacher.ts';
-import { AdapterVariables, LayerSource, runPass, type PassContext, type TrainOptions } from '../distill/train.ts';
-import { pseudoRandom } from '../core/workerTasks.ts';
+import { ropeCosSin, type LayerTensors } from '../src/model/nn.ts';
+import { qDim, kvDim, type ModelConfig } from '../src/formats/config.ts';
+import { initialAdapter } from '../src/formats/adapter.ts';
+import { gateChunkedOutput } from '../src/model/gate.ts';
+import { gateInputs, studentLayerForward } from '../src/engine/student.ts';
+import { causalAttention } from '../src/model/attention.ts';
+import { applyRope } from '../src/model/nn.ts';
+import { attentionShape, decoderLayer, qkvProjections, softmaxAttentionBlock } from '../src/teacher/teacher.ts';
+import { AdapterVariables, LayerSource, runPass, type PassContext, type TrainOptions } from '../src/distill/train.ts';
+import { pseudoRandom } from '../src/util/random.ts';
 import { sig } from './machine.ts';
 import { SyntheticWeights, withShape } from './synthetic.ts';
 import { interleaved, force, time, type Timing } from './timing.ts';
@@ -68,7 +68,7 @@ export const FORWARD: MatrixName[] = MATRICES;
 /** dX of down ([T,D]·W_downᵀ: gate's shape), of gate and up ([T,I]·Wᵀ: down's shape), of o ([T,D]·W_oᵀ: q's shape when D = D_q). */
 export const DISTILL_BACKWARD: MatrixName[] = ['gate', 'down', 'down', 'q'];
 /**
- * The weights whose transposes the backward materialises (src/core/gradients.ts: on wasm, dX = dY·Wᵀ
+ * The weights whose transposes the backward materialises (src/runtime/gradients.ts: on wasm, dX = dY·Wᵀ
  * runs as a plain matmul with an explicit Wᵀ, once per sequence): down, gate, up, o.
  */
 export const TRANSPOSED_IN_BACKWARD: MatrixName[] = ['down', 'gate', 'up', 'o'];
@@ -174,7 +174,7 @@ export function phaseCandidates(x: PhaseInputs, phases: PhaseName[], bare: boole
 }
 
 export interface FractionRow {
-  /** 'as is', or 'with wasmFixes' (src/core/wasmFixes.ts applied in that worker). */
+  /** 'as is', or 'with wasmFixes' (src/runtime/wasmFixes.ts applied in that worker). */
   variant?: string;
   phase: 'teacher prefill (one layer)' | 'distill step (one layer)';
   shape: string;

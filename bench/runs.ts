@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { PROJECT_ROOT } from '../core/paths.ts';
+import { PROJECT_ROOT } from '../src/util/paths.ts';
 import { procStatusMiB, sig } from './machine.ts';
 
 export interface CommandRun {

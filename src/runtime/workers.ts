@@ -13,7 +13,7 @@
  *
  *   const pool = await WorkerPool.start(2);
  *   try {
- *     const outs = await pool.map(new URL('./task.ts', import.meta.url), 'work', items.map((x) => [x]));
+ *     const outs = await pool.map(new URL('../core/task.ts', import.meta.url), 'work', items.map((x) => [x]));
  *   } finally {
  *     await pool.close();
  *   }
@@ -25,7 +25,7 @@
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { backendInfo, type BackendChoice } from './backend.ts';
-import { SynaximError } from './errors.ts';
+import { SynaximError } from '../util/errors.ts';
 
 const BOOT = new URL('./workerBoot.mjs', import.meta.url);
 

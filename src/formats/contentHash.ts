@@ -10,9 +10,9 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../core/atomic.ts';
-import { cacheDir } from '../core/paths.ts';
-import { outsideModelDir } from '../formats/config.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
+import { cacheDir } from '../util/paths.ts';
+import { outsideModelDir } from './config.ts';
 
 interface FileEntry {
   rel: string;

@@ -1,16 +1,16 @@
 /**
- * Benchmark work that runs inside worker threads (src/core/workers.ts): distillation steps of one
+ * Benchmark work that runs inside worker threads (src/runtime/workers.ts): distillation steps of one
  * layer of a shape (module-scope cache: the layer stays uploaded in its worker between calls, as
  * the sticky routing of WorkerPool.mapSticky intends).
  */
 import { BenchLayer, PhaseInputs } from './phases.ts';
 import { benchConfig, type BenchShape } from './synthetic.ts';
-import { runPass } from '../distill/train.ts';
-import { ropeCosSin } from '../core/nn.ts';
-import { openModel } from '../formats/openModel.ts';
-import { decoderLayer, softmaxAttentionBlock } from '../teacher/teacher.ts';
+import { runPass } from '../src/distill/train.ts';
+import { ropeCosSin } from '../src/model/nn.ts';
+import { openModel } from '../src/formats/openModel.ts';
+import { decoderLayer, softmaxAttentionBlock } from '../src/teacher/teacher.ts';
 import { heapGrowth, wasmHeapBytes, type HeapGrowth } from './throughput.ts';
-import { applyWasmMemoryFixes } from '../core/wasmFixes.ts';
+import { applyWasmMemoryFixes } from '../src/runtime/wasmFixes.ts';
 import { gateSection, phasesSection, scalingSection, throughputSection } from './sections.ts';
 import type { Sizes } from './run.ts';
 
@@ -78,7 +78,7 @@ export interface DistillHeapRow {
 
 /**
  * One distillation step (runPass with gradients, one layer, `B` sequences) in this worker, with or
- * without the wasm fixes (src/core/wasmFixes.ts); reports the wasm heap. Run it in a fresh worker:
+ * without the wasm fixes (src/runtime/wasmFixes.ts); reports the wasm heap. Run it in a fresh worker:
  * the heap never shrinks and the fixes change this thread's kernel registry.
  */
 export function distillHeapTask(shape: BenchShape, B: number, T: number, fixed: boolean): DistillHeapRow {

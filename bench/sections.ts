@@ -5,15 +5,15 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { SHARED_DIR } from '../core/paths.ts';
-import { openModel } from '../formats/openModel.ts';
+import { SHARED_DIR } from '../src/util/paths.ts';
+import { openModel } from '../src/formats/openModel.ts';
 import { benchGate, type GateBenchRow } from './gate.ts';
 import { sig } from './machine.ts';
 import { BenchLayer, fractionRows, timePhases, type FractionRow, type PhaseTimings } from './phases.ts';
 import type { ScalingRow, Sizes } from './run.ts';
 import { benchConfig } from './synthetic.ts';
 import { modelThroughput, shapeThroughput, type ModelThroughput, type ShapeThroughput } from './throughput.ts';
-import { applyWasmMemoryFixes } from '../core/wasmFixes.ts';
+import { applyWasmMemoryFixes } from '../src/runtime/wasmFixes.ts';
 
 /** Synchronous (a worker's process.stderr is flushed asynchronously and lost when the worker is stopped). */
 function log(line: string): void {

@@ -1,5 +1,5 @@
 /**
- * Worker threads (src/core/workers.ts): the same work on one worker and on two, same run.
+ * Worker threads (src/runtime/workers.ts): the same work on one worker and on two, same run.
  *
  * - matmul: 2·k plain matmuls, all on one worker vs k on each of two (raw scaling of the cores);
  * - distill layers (`--input teacher`: trained layers independent): L layers' steps, all on one
@@ -12,10 +12,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { WorkerPool } from '../core/workers.ts';
-import { WORKER_TASKS } from '../core/workerTasks.ts';
-import { runEval } from '../eval/runner.ts';
-import { loadSuite } from '../eval/suite.ts';
+import { WorkerPool } from '../src/runtime/workers.ts';
+import { WORKER_TASKS } from '../src/runtime/workerTasks.ts';
+import { runEval } from '../src/eval/runner.ts';
+import { loadSuite } from '../src/data/suite.ts';
 import { sig } from './machine.ts';
 import { writeSyntheticHf, type BenchShape } from './synthetic.ts';
 import { BENCH_TASKS } from './tasks.ts';

@@ -17,13 +17,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeJsonAtomic, writeDirAtomic } from '../core/atomic.ts';
-import { fail } from '../core/errors.ts';
-import { entryExists } from '../core/fileio.ts';
-import { contentHash } from '../eval/contentHash.ts';
-import { readJsonFile, type ModelConfig } from '../formats/config.ts';
-import { SafetensorsFile, writeSafetensors, type StTensorToWrite } from '../formats/safetensors.ts';
-import { readTorchStateDict, writeTorchStateDict, type TensorToSave, type TorchStateDict } from '../formats/torchStateDict.ts';
+import { writeJsonAtomic, writeDirAtomic } from '../util/atomic.ts';
+import { fail } from '../util/errors.ts';
+import { entryExists } from '../util/fileio.ts';
+import { contentHash } from './contentHash.ts';
+import { readJsonFile, type ModelConfig } from './config.ts';
+import { SafetensorsFile, writeSafetensors, type StTensorToWrite } from './safetensors.ts';
+import { readTorchStateDict, writeTorchStateDict, type TensorToSave, type TorchStateDict } from './torchStateDict.ts';
 
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';

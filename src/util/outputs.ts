@@ -13,7 +13,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fail, SynaximError } from './errors.ts';
 import { isTempName } from './atomic.ts';
-import { resolveModel } from './registry.ts';
 
 /** Something a command reads: a directory or file, and what it is in words ("model directory"). */
 export interface InputPath {
@@ -58,21 +57,6 @@ export function realPathOf(p: string, depth = 0): string {
 export function isWithin(inner: string, outer: string): boolean {
   if (inner === outer) return true;
   return inner.startsWith(outer.endsWith(path.sep) ? outer : outer + path.sep);
-}
-
-/** What `--model` (and `--teacher`) read: the directory given and the student/teacher/tokenizer dirs it resolves to. */
-export function modelInputs(model: string | null | undefined, teacher?: string | null): InputPath[] {
-  const inputs: InputPath[] = [];
-  if (!model) return inputs;
-  if (fs.existsSync(model)) inputs.push({ path: model, what: 'input model directory' });
-  try {
-    const r = resolveModel(model, teacher ? { teacher } : {});
-    inputs.push({ path: r.studentDir, what: 'input model directory' }, { path: r.teacherDir, what: 'teacher directory' }, { path: r.tokenizerDir, what: 'tokenizer directory' });
-  } catch (e) {
-    if (!(e instanceof SynaximError)) throw e; // the command reports a bad --model itself, with its own words
-  }
-  if (teacher && teacher !== 'same' && fs.existsSync(teacher)) inputs.push({ path: teacher, what: 'teacher directory' });
-  return inputs;
 }
 
 /** Refuse an output that would overwrite an input or an earlier output (see the module comment). */

@@ -1,4 +1,4 @@
-// Entry of every worker thread of a WorkerPool (src/core/workers.ts). Plain JavaScript on purpose:
+// Entry of every worker thread of a WorkerPool (src/runtime/workers.ts). Plain JavaScript on purpose:
 // Node 20 ignores `--import tsx` in a Worker's execArgv for the worker's own entry module, so this
 // file registers tsx itself and only then imports TypeScript. It then starts the tfjs backend the
 // pool asked for (one tfjs engine and one wasm heap per worker) and serves calls:

@@ -24,7 +24,7 @@
  * gates are near 0 (log g ≈ −50 per token), the direct sum does not.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import '../core/gradients.ts';
+import '../runtime/gradients.ts';
 
 /** Per-token inputs of the gate over a sequence. q, k̂, v̂ [T, D]; log g, log(1−g) [T]. */
 export interface GateSequence {

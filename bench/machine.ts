@@ -7,8 +7,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
-import { backendInfo } from '../core/backend.ts';
-import { availableCores } from '../core/workers.ts';
+import { backendInfo } from '../src/runtime/backend.ts';
+import { availableCores } from '../src/runtime/workers.ts';
 
 export interface MachineInfo {
   cpuModel: string;

@@ -6,7 +6,7 @@
  * the same logits and seed this picks the same tokens as run.c (the stories260k corpus was
  * sampled that way).
  */
-import { fail } from './errors.ts';
+import { fail } from '../util/errors.ts';
 
 const f32 = Math.fround;
 

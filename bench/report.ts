@@ -1,10 +1,10 @@
 /**
  * reports/bench/README.md from a BenchReport: the machine, the headline table, one table per
- * section, and charts (vega-lite specs rendered to SVG with src/eval/charts.ts, written beside it).
+ * section, and charts (vega-lite specs rendered to SVG with src/report/charts.ts, written beside it).
  */
 import path from 'node:path';
-import { writeFileAtomic } from '../core/atomic.ts';
-import { lines, renderSvg } from '../eval/charts.ts';
+import { writeFileAtomic } from '../src/util/atomic.ts';
+import { lines, renderSvg } from '../src/report/charts.ts';
 import type { BenchReport } from './run.ts';
 
 function table(header: string[], rows: (string | number | null | undefined)[][]): string {
@@ -59,7 +59,7 @@ export function findings(r: BenchReport): string[] {
       `**Training memory.** One distill step of one ${asIs.shape} layer over ${asIs.sequences} sequences ${asIs.ok ? `takes the wasm heap to ${asIs.heapMiBAfter} MiB` : `exhausts the 4 GiB wasm heap (${asIs.error}; heap ${asIs.heapMiBAfter} MiB when it failed)`}: ` +
         'tfjs clones every tensor a kernel saves for backprop, and on wasm `Identity` is a copy, so each `linear` on the tape copies its weight (one layer, per sequence); ' +
         'the backward then materialises Wᵀ for dX = dY·Wᵀ (another copy, per use, which XNNPACK packs again). ' +
-        `With src/core/wasmFixes.ts (zero-copy Identity; dX = (W·dYᵀ)ᵀ) the same step peaks at ${fixed.heapMiBAfter} MiB${fixed.stepMs !== null ? ` in ${fixed.stepMs} ms` : ''}, same loss, same gradients.`,
+        `With src/runtime/wasmFixes.ts (zero-copy Identity; dX = (W·dYᵀ)ᵀ) the same step peaks at ${fixed.heapMiBAfter} MiB${fixed.stepMs !== null ? ` in ${fixed.stepMs} ms` : ''}, same loss, same gradients.`,
     );
   }
   const ph = r.phases?.rows ?? [];
@@ -160,7 +160,7 @@ export function benchMarkdown(r: BenchReport, charts: { file: string; title: str
   if (r.trainmemory) {
     out.push(`## Training memory on the wasm heap (measured ${r.trainmemory.measuredAt})`, '');
     out.push(
-      'One distill step (runPass with gradients) of one layer, each variant in a fresh worker. "with wasmFixes" = src/core/wasmFixes.ts: zero-copy wasm Identity (tensors saved for backprop are no longer cloned) and the weight-left form of the matmul input gradient (no transposed or packed copy of the weight).',
+      'One distill step (runPass with gradients) of one layer, each variant in a fresh worker. "with wasmFixes" = src/runtime/wasmFixes.ts: zero-copy wasm Identity (tensors saved for backprop are no longer cloned) and the weight-left form of the matmul input gradient (no transposed or packed copy of the weight).',
       '',
       table(
         ['variant', 'shape', 'T', 'sequences', 'heap before step MiB', 'heap after step MiB', 'step ms', 'loss', 'd loss / d gate_bias', 'error'],

@@ -20,11 +20,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fail } from '../core/errors.ts';
-import { CONFIGS_DIR } from '../core/paths.ts';
-import { defaultCorpus, readCorpus, type Corpus } from '../core/corpus.ts';
+import { fail } from '../util/errors.ts';
+import { CONFIGS_DIR } from '../util/paths.ts';
+import { defaultCorpus, readCorpus, type Corpus } from './corpus.ts';
 import { MAX_CONFIG_BYTES, parseJsonBytes } from '../formats/config.ts';
-import { readSmallRegularFile } from '../core/fileio.ts';
+import { readSmallRegularFile } from '../util/fileio.ts';
 
 export const SUITES_DIR = path.join(CONFIGS_DIR, 'suites');
 
@@ -99,7 +99,7 @@ export function parseWindowFlag(text: string, flag = '--window'): WindowRequest[
 
 /**
  * A corpus: a file (JSONL with a `text` field per line, or plain text with documents separated by
- * blank lines; told apart as src/core/corpus.ts does) or a built-in generated corpus.
+ * blank lines; told apart as src/data/corpus.ts does) or a built-in generated corpus.
  */
 export type CorpusSpec = { kind: 'file'; path: string; maxDocs: number | null } | { kind: 'builtin'; name: string; maxDocs: number | null };
 

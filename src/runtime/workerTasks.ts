@@ -1,12 +1,13 @@
 /**
- * Small tasks any worker of a WorkerPool can run (src/core/workers.ts): who the worker is, a plain
+ * Small tasks any worker of a WorkerPool can run (src/runtime/workers.ts): who the worker is, a plain
  * matmul timing (the benchmark's per-core peak and its 1-vs-N-worker scaling), and a deliberate
  * failure (tests). Exported functions take and return structured-cloneable values.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { threadId } from 'node:worker_threads';
 import { backendInfo } from './backend.ts';
-import { fail } from './errors.ts';
+import { fail } from '../util/errors.ts';
+import { pseudoRandom } from '../util/random.ts';
 
 export const WORKER_TASKS = new URL('./workerTasks.ts', import.meta.url);
 
@@ -18,16 +19,6 @@ export function describeWorker(): { threadId: number; backend: string; calls: nu
   return { threadId, backend: backendInfo().backend, calls };
 }
 
-/** Deterministic [rows, cols] values in [-1, 1) (cheap; tf.randomNormal is slow for big tensors). */
-export function pseudoRandom(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s >>> 8) / 8388608 - 1;
-  }
-  return out;
-}
 
 /**
  * x [m, k] · w [k, n] `reps` times (plain 2-D matmul, the backend's fast path), after one warm-up.

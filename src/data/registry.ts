@@ -12,11 +12,12 @@
  * (`hf/` and `symb-*`/, like ../shared/models/stories260k) — then hf/ is the teacher and the
  * `.symb` conversion the student.
  */
+import type { InputPath } from '../util/outputs.ts';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fail, SynaximError } from './errors.ts';
-import { entryExists, MiB, readSmallRegularFile, snippet } from './fileio.ts';
-import { CONFIGS_DIR, PROJECT_ROOT } from './paths.ts';
+import { fail, SynaximError } from '../util/errors.ts';
+import { entryExists, MiB, readSmallRegularFile, snippet } from '../util/fileio.ts';
+import { CONFIGS_DIR, PROJECT_ROOT } from '../util/paths.ts';
 
 export const MODELS_CONFIG_DIR = path.join(CONFIGS_DIR, 'models');
 
@@ -305,4 +306,19 @@ export function resolveModel(nameOrDir: string, opts: { teacher?: string; roots?
     resolved = { ...resolved, teacherDir: resolved.studentDir };
   }
   return resolved;
+}
+
+/** What `--model` (and `--teacher`) read: the directory given and the student/teacher/tokenizer dirs it resolves to. */
+export function modelInputs(model: string | null | undefined, teacher?: string | null): InputPath[] {
+  const inputs: InputPath[] = [];
+  if (!model) return inputs;
+  if (fs.existsSync(model)) inputs.push({ path: model, what: 'input model directory' });
+  try {
+    const r = resolveModel(model, teacher ? { teacher } : {});
+    inputs.push({ path: r.studentDir, what: 'input model directory' }, { path: r.teacherDir, what: 'teacher directory' }, { path: r.tokenizerDir, what: 'tokenizer directory' });
+  } catch (e) {
+    if (!(e instanceof SynaximError)) throw e; // the command reports a bad --model itself, with its own words
+  }
+  if (teacher && teacher !== 'same' && fs.existsSync(teacher)) inputs.push({ path: teacher, what: 'teacher directory' });
+  return inputs;
 }

@@ -17,14 +17,14 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeJsonAtomic } from '../core/atomic.ts';
-import { openModel } from '../formats/openModel.ts';
+import { writeJsonAtomic } from '../src/util/atomic.ts';
+import { openModel } from '../src/formats/openModel.ts';
 import { describeMachine, rss, type MachineInfo, type RssInfo } from './machine.ts';
 import type { GateBenchRow } from './gate.ts';
 import type { FractionRow, PhaseTimings } from './phases.ts';
 import type { PhasesResult } from './sections.ts';
 import { layerLoadTiming, type HeapGrowth, type LayerLoadTiming, type ModelThroughput, type ShapeThroughput } from './throughput.ts';
-import { WorkerPool } from '../core/workers.ts';
+import { WorkerPool } from '../src/runtime/workers.ts';
 import { BENCH_TASKS, type DistillHeapRow } from './tasks.ts';
 import { distillLayersSpeedup, evalSpeedup, matmulSpeedup, type SpeedupRow } from './parallel.ts';
 import { measureCommand, type CommandRun } from './runs.ts';
@@ -251,7 +251,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   }
 
   if (wanted.has('phases')) {
-    // The code as is, and with src/core/wasmFixes.ts (as is, a Magnus distill step of more than
+    // The code as is, and with src/runtime/wasmFixes.ts (as is, a Magnus distill step of more than
     // one sequence exhausts the wasm heap: see trainmemory).
     const asIs = await inWorker<PhasesResult>('phases', [sizes, false]);
     const fixed = await inWorker<PhasesResult>('phases', [sizes, true]);

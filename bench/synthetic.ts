@@ -5,15 +5,15 @@
  * depends on the shapes only, so random weights time the same as real ones.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { type LayerTensors } from '../core/nn.ts';
-import { pseudoRandom } from '../core/workerTasks.ts';
-import { parseHfConfig, qDim, kvDim, type ModelConfig } from '../formats/config.ts';
+import { type LayerTensors } from '../src/model/nn.ts';
+import { pseudoRandom } from '../src/util/random.ts';
+import { parseHfConfig, qDim, kvDim, type ModelConfig } from '../src/formats/config.ts';
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeJsonAtomic } from '../core/atomic.ts';
-import { byteTokenizerJson, fixtureConfig, TOKENIZER_CONFIG } from '../formats/fixture.ts';
-import { writeSafetensors, type StTensorToWrite } from '../formats/safetensors.ts';
-import type { LayerWeights, Matrix, ModelWeights } from '../formats/weights.ts';
+import { writeJsonAtomic } from '../src/util/atomic.ts';
+import { byteTokenizerJson, fixtureConfig, TOKENIZER_CONFIG } from '../src/formats/fixture.ts';
+import { writeSafetensors, type StTensorToWrite } from '../src/formats/safetensors.ts';
+import type { LayerWeights, Matrix, ModelWeights } from '../src/formats/weights.ts';
 
 export type BenchShape = 'magnus' | 'llama-1b' | 'small';
 
