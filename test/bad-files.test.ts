@@ -17,7 +17,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeFixture } from '../src/cli/commands/fixture.ts';
+import { makeFixture } from '../src/formats/fixture.ts';
 import { PROJECT_ROOT } from '../src/util/paths.ts';
 import { CLI, copyDir, editJson, makeTempDir, problemLines, readRawSafetensors, shardCheckpoint, writeRawSafetensors } from './helpers/badFiles.ts';
 

@@ -14,7 +14,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeFixture } from '../src/cli/commands/fixture.ts';
+import { makeFixture } from '../src/formats/fixture.ts';
 import { readAllFloat32, requireFiniteWeights } from '../src/formats/safetensors.ts';
 import { SynaximError } from '../src/util/errors.ts';
 import {

@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { reportError } from '../src/cli/main.ts';
-import { makeFixture } from '../src/cli/commands/fixture.ts';
+import { makeFixture } from '../src/formats/fixture.ts';
 import { isTempName, writeDirAtomic, writeFileAtomic, writeFilesAtomic } from '../src/util/atomic.ts';
 import { SynaximError } from '../src/util/errors.ts';
 import { checkOutput } from '../src/util/outputs.ts';

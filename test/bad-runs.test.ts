@@ -25,7 +25,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeFixture } from '../src/cli/commands/fixture.ts';
+import { makeFixture } from '../src/formats/fixture.ts';
 import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_DIR_NAME, ADAPTER_WEIGHTS_FILE, initialAdapter, writeAdapter, type Adapter } from '../src/formats/adapter.ts';
 import {

@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeFixture } from '../src/cli/commands/fixture.ts';
+import { makeFixture } from '../src/formats/fixture.ts';
 import { SynaximError } from '../src/util/errors.ts';
 import { parseHfConfig, parseSymbConfig, readJsonFile } from '../src/formats/config.ts';
 import { openModel } from '../src/formats/openModel.ts';

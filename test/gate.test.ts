@@ -1,6 +1,7 @@
 /**
- * The symbiotic gate kernels against a slow, obvious float64 reference (the per-token recurrence
- * M_t = g_t M_{t-1} + (1−g_t) k̂_t v̂_tᵀ, r_t = q_tᵀ M_t written as plain loops), and the two tfjs
+ * The symbiotic gate kernels against a slow, obvious float64 reference (src/model/gate.naive.ts: the
+ * per-token recurrence M_t = g_t M_{t-1} + (1−g_t) k̂_t v̂_tᵀ, r_t = q_tᵀ M_t written as plain loops,
+ * and the chunked form's algebra written out the same way), and the two tfjs
  * forms (recurrent, chunked parallel) against each other — values, final states and gradients
  * with respect to the adapter parameters — for awkward lengths, GQA ratios and saturated gates.
  */
@@ -23,6 +24,7 @@ import {
   rowNorms,
   type GateSequence,
 } from '../src/model/gate.ts';
+import { gateChunkedNaive, gateRecurrentNaive as referenceGate, sigmoid64 } from '../src/model/gate.naive.ts';
 import { randoms, relRms } from './helpers/numeric.ts';
 
 beforeAll(async () => {
@@ -35,32 +37,6 @@ beforeAll(async () => {
 function allFinite(x: ArrayLike<number>): boolean {
   for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) return false;
   return true;
-}
-
-const sigmoid64 = (z: number) => (z >= 0 ? 1 / (1 + Math.exp(-z)) : Math.exp(z) / (1 + Math.exp(z)));
-
-/**
- * float64 reference of the recurrence. q/k̂/v̂ [T*D] row-major, gate logits z [T]
- * (g = σ(z), 1−g = σ(−z), both exact in float64); returns r [T*D] and M_T [D*D].
- */
-function referenceGate(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, z: ArrayLike<number>, T: number, D: number, init?: ArrayLike<number>) {
-  const M = new Float64Array(D * D);
-  if (init) for (let i = 0; i < D * D; i++) M[i] = init[i];
-  const r = new Float64Array(T * D);
-  for (let t = 0; t < T; t++) {
-    const g = sigmoid64(z[t]);
-    const oneMinusG = sigmoid64(-z[t]);
-    for (let i = 0; i < D; i++) {
-      const ki = k[t * D + i] * oneMinusG;
-      for (let j = 0; j < D; j++) M[i * D + j] = g * M[i * D + j] + ki * v[t * D + j];
-    }
-    for (let j = 0; j < D; j++) {
-      let acc = 0;
-      for (let i = 0; i < D; i++) acc += q[t * D + i] * M[i * D + j];
-      r[t * D + j] = acc;
-    }
-  }
-  return { r, state: M };
 }
 
 /** Unit-norm rows (what k̂ is), as plain arrays. */
@@ -272,6 +248,10 @@ describe('chunked parallel form = recurrent form = float64 reference', () => {
         expect(relRms(rC, rR)).toBeLessThan(1e-4);
         expect(relRms(sC, sR)).toBeLessThan(1e-4);
         expect(Array.from(rOnly)).toEqual(Array.from(rC));
+        // the chunked algebra itself, in float64, equals the recurrence
+        const naiveChunked = gateChunkedNaive(c.q, c.k, c.v, c.z, T, D, C);
+        expect(relRms(naiveChunked.r, ref.r)).toBeLessThan(1e-12);
+        expect(relRms(naiveChunked.state, ref.state)).toBeLessThan(1e-12);
       });
     }
   }
@@ -298,6 +278,12 @@ describe('chunked parallel form = recurrent form = float64 reference', () => {
     expect(relRms(host(b.state), ref.state)).toBeLessThan(1e-5);
     expect(relRms(bOnly, rB)).toBeLessThan(1e-6);
     expect(relRms(host(recB.r), rB)).toBeLessThan(1e-4);
+    // the float64 references continue from a state the same way (the first reads only its first `split` tokens)
+    const refA = referenceGate(whole.q, whole.k, whole.v, whole.z, split, D);
+    const partB = part(whole, split, 29);
+    const naiveB = gateChunkedNaive(partB.q, partB.k, partB.v, partB.z, partB.T, D, 8, refA.state);
+    expect(relRms(naiveB.r, ref.r.slice(split * D))).toBeLessThan(1e-12);
+    expect(relRms(naiveB.state, ref.state)).toBeLessThan(1e-12);
     a.state.dispose();
     recB.state.dispose();
     disposeSeq(first);
@@ -409,7 +395,7 @@ describe('gradients w.r.t. the adapter parameters: chunked = recurrent', () => {
   }
 });
 
-describe('gradient registry fixes (src/engine/gradients.ts)', () => {
+describe('gradient registry fixes (src/runtime/gradients.ts)', () => {
   it('cumsum gradient along a non-last axis is the reverse cumulative sum on that axis', () => {
     for (const shape of [[3, 2], [3, 3]] as const) {
       const x = tf.tensor2d(randoms(shape[0] * shape[1], 1), [...shape]);

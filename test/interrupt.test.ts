@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeFixture } from '../src/cli/commands/fixture.ts';
+import { makeFixture } from '../src/formats/fixture.ts';
 import { runEvalCommand } from '../src/cli/commands/eval.ts';
 import { writeDirAtomic } from '../src/util/atomic.ts';
 import { initBackend } from '../src/runtime/backend.ts';

@@ -7,6 +7,8 @@ import { writePerToken } from '../src/eval/perToken.ts';
 import type { PerTokenValues } from '../src/eval/stats.ts';
 import { bytes, describeLayers, fmt, jsonSafe, pct, pm, renderMarkdown, REPORT_SCHEMA, writeReport } from '../src/eval/report.ts';
 import { syntheticReport } from './evalFixtures.ts';
+import { htmlPage, htmlTable, markdownTable, type Table } from '../src/report/html.ts';
+import { formatBytes } from '../src/util/fileio.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'synaxim-report-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -27,8 +29,48 @@ describe('formatting', () => {
     expect(describeLayers(['adapter-v1', 'adapter-v1', 'teacher', 'teacher', 'teacher'])).toBe('0-1 adapter-v1, 2-4 teacher');
     expect(describeLayers(['engine-v0.1.1'])).toBe('0 engine-v0.1.1');
   });
+  it('bytes in messages and notes (formatBytes, util/fileio.ts) and in report tables (bytes: three significant digits)', () => {
+    expect(formatBytes(100)).toBe('100 bytes');
+    expect(formatBytes(1536)).toBe('1.5 KiB');
+    expect(formatBytes(4 * 1024 ** 2)).toBe('4.0 MiB');
+    expect(formatBytes(5 * 1024 ** 3)).toBe('5.0 GiB');
+    expect(formatBytes(3 * 1024 ** 4)).toBe('3.0 TiB');
+    expect(bytes(1536)).toBe('1.50 KiB');
+    expect(bytes(16 * 1024)).toBe('16.0 KiB');
+    expect(bytes(128 * 1024 ** 2)).toBe('128 MiB');
+    expect(bytes(NaN)).toBe('–');
+  });
   it('JSON-safe: non-finite numbers become null', () => {
     expect(jsonSafe({ a: Infinity, b: [NaN, 1], c: { d: -Infinity } })).toEqual({ a: null, b: [null, 1], c: { d: null } });
+  });
+});
+
+describe('shared report pieces (src/report/html.ts)', () => {
+  const t: Table = { title: 'A <b> table', header: ['name', 'x|y'], rows: [['a', '1'], ['b|c', '2']], flags: [[1, 1]], note: 'n & m' };
+
+  it('markdown table: escaped pipes, first column left, flagged cells bold, the note after', () => {
+    expect(markdownTable(t)).toBe(['### A <b> table', '', '| name | x\\|y |', '| --- | ---: |', '| a | 1 |', '| b\\|c | **2** |', '', 'n & m'].join('\n'));
+  });
+
+  it('html table: escaped, flags as class "flag" by default, or the given cell classes, id and wrapper', () => {
+    expect(htmlTable(t)).toBe(
+      '<h2>A &lt;b&gt; table</h2>\n<table>\n<thead><tr><th>name</th><th>x|y</th></tr></thead>\n<tbody>\n' +
+        '<tr><td>a</td><td>1</td></tr>\n<tr><td>b|c</td><td class="flag">2</td></tr>\n</tbody>\n</table>\n<p class="note">n &amp; m</p>',
+    );
+    const html = htmlTable({ ...t, note: undefined }, { id: 'x', wrap: true, cellClass: (r, c) => (r === 0 && c === 0 ? 'better' : null) });
+    expect(html).toContain('<div class="table-wrap"><table id="x">');
+    expect(html).toContain('<td class="better">a</td>');
+    expect(html).not.toContain('flag');
+    expect(html.endsWith('</table></div>')).toBe(true);
+  });
+
+  it('one page shell: title, intro blocks, escaped metadata, sections, charts; the data cannot close its script', async () => {
+    const page = await htmlPage({ title: 'T <1>', css: 'b{}', intro: ['<p id="i">intro</p>'], meta: ['m <x>'], sections: ['<p>S</p>'], charts: [], data: { s: '</script><x>' } });
+    expect(page.startsWith('<!DOCTYPE html>\n<html lang="en">')).toBe(true);
+    expect(page).toContain('<title>T &lt;1&gt;</title>\n<style>b{}</style>');
+    expect(page).toContain('<h1>T &lt;1&gt;</h1>\n<p id="i">intro</p>\n<ul class="meta">\n<li>m &lt;x&gt;</li>\n</ul>\n<p>S</p>\n<h2>Charts</h2>');
+    expect(page).toContain('<script type="application/json" id="report-data">{"s":"\\u003c/script>\\u003cx>"}</script>\n</body>');
+    expect((await htmlPage({ title: 't', css: '', meta: [], sections: [], charts: [] })).includes('report-data')).toBe(false);
   });
 });
 

@@ -24,7 +24,8 @@ import { attentionShape, TeacherDecoder, teacherPrefill } from '../src/teacher/t
 import { ropeInvFreq } from '../src/model/nn.ts';
 import type { ModelConfig } from '../src/formats/config.ts';
 import { runForward } from '../src/cli/commands/forward.ts';
-import { generateIds, runGenerate } from '../src/cli/commands/generate.ts';
+import { runGenerate } from '../src/cli/commands/generate.ts';
+import { generateIds } from '../src/engine/generate.ts';
 import { maxAbsDiff, randoms } from './helpers/numeric.ts';
 
 beforeAll(async () => {

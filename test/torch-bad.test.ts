@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeFixture } from '../src/cli/commands/fixture.ts';
+import { makeFixture } from '../src/formats/fixture.ts';
 import { CliWorker, makeTempDir, problemLines } from './helpers/badFiles.ts';
 import { bytesOf, crc32, f32Bytes, op, scriptsAdapter, stateDictPickle, tensorItem, torchFile, zipBytes, type TensorSpec, type ZipEntrySpec } from './helpers/torchBytes.ts';
 

@@ -136,11 +136,8 @@ export async function runDemoChain(o: DemoOptions): Promise<DemoResult> {
   say(`1/4 training the tiny model on the built-in stories (${o.trainSteps} steps) into ${modelDir}`);
   const model = await trainTinyModel(modelDir, defaultCorpus(), { ...DEFAULT_TRAIN_TINY, steps: o.trainSteps, log: (l) => process.stderr.write(`synaxim: ${l}\n`) });
 
-  const common = {
-    model: modelDir, teacher: null, layers: DEMO_LAYERS, corpus: null, seqLen: 64, maxSeqs: 96,
-    lr: 1e-2, batchSize: 8, input: 'student' as const, mlpGrad: 'exact' as const, rest: 'engine' as const, seed: 0,
-    overwrite: true, quiet: false,
-  };
+  // Every other setting is distill's default (src/distill/runConfig.ts).
+  const common = { model: modelDir, layers: DEMO_LAYERS, maxSeqs: 96, overwrite: true };
   say(`2/4 distilling layers ${DEMO_LAYERS.join(', ')}: the initial adapter (--epochs 0) and a trained one (${o.epochs} epochs)`);
   const initial = await runDistill({ ...common, epochs: 0, out: path.join(o.out, 'adapter-initial') });
   const trained = await runDistill({ ...common, epochs: o.epochs, out: path.join(o.out, 'adapter-trained') });

@@ -29,12 +29,13 @@ import { qDim, kvDim, type ModelConfig } from '../formats/config.ts';
 import { SafetensorsFile, writeSafetensors, type StTensorToWrite } from '../formats/safetensors.ts';
 import type { ModelWeights } from '../formats/weights.ts';
 import type { Adapter } from '../formats/adapter.ts';
-import { studentLayerForward, type AdapterPolicy, type LayerPolicy, type RestPolicy } from '../engine/student.ts';
+import { restLayerPolicy, type AdapterPolicy, type RestPolicy } from '../model/policy.ts';
+import { policyLayer, type MlpGrad } from '../model/decoderLayer.ts';
 import { disposeKlTarget, klTarget, logitKl, type VocabSlice } from './klLoss.ts';
 import { AdamW, clipGradNorm, cosineLr, type AdamWState } from './optimizer.ts';
 
 export type InputMode = 'student' | 'teacher';
-export type MlpGrad = 'exact' | 'detached';
+export type { MlpGrad };
 /** `mse`: per-layer hidden-state MSE; `kl`: end-to-end KL(teacher‖student) on the logits. */
 export type DistillLoss = 'mse' | 'kl';
 
@@ -325,7 +326,7 @@ export function runPass(ctx: PassContext, seqIdx: number[], params: AdapterVaria
   const last = trained[nLayers - 1]!;
   const lossPerLayer = new Array<number>(nLayers).fill(NaN);
   const grads: Float32Array[] | null = withGrad ? [] : null;
-  const restPolicy = { kind: opts.rest } as LayerPolicy;
+  const restPolicy = restLayerPolicy(opts.rest);
   const fromHost = (data: Float32Array) => tf.tensor2d(data, [T, D]);
   const teacherAt = (i: number) => {
     const h = ctx.teacher.get(i);
@@ -343,7 +344,7 @@ export function runPass(ctx: PassContext, seqIdx: number[], params: AdapterVaria
         if (pos < 0) {
           // An untrained layer between trained ones: the student stream passes through it (--rest).
           stream = stream!.map((x) => {
-            const y = tf.tidy(() => studentLayerForward(x, layer, c, restPolicy, { chunkSize: opts.chunkSize, rope: ctx.rope ?? undefined }));
+            const y = tf.tidy(() => policyLayer(x, layer, c, restPolicy, { chunkSize: opts.chunkSize, rope: ctx.rope }));
             x.dispose();
             return y;
           });
@@ -358,7 +359,7 @@ export function runPass(ctx: PassContext, seqIdx: number[], params: AdapterVaria
         const batchLoss = (): tf.Scalar => {
           let total: tf.Scalar = tf.scalar(0);
           inputs.forEach((x, j) => {
-            const out = studentLayerForward(x, layer, c, policy, { chunkSize: opts.chunkSize, mlpGrad: opts.mlpGrad });
+            const out = policyLayer(x, layer, c, policy, { chunkSize: opts.chunkSize, mlpGrad: opts.mlpGrad });
             const mse = tf.mean(tf.squaredDifference(out, targets[j]!)) as tf.Scalar;
             perSeq.push(tf.keep(mse));
             if (keepOutputs) outputs.push(tf.keep(out));
@@ -423,8 +424,8 @@ export function runKlPass(ctx: PassContext, seqIdx: number[], params: AdapterVar
   const kl = ctx.kl;
   if (!kl) throw new Error('runKlPass: no KL context');
   const B = seqIdx.length;
-  const restPolicy = { kind: opts.rest } as LayerPolicy;
-  const policies: LayerPolicy[] = Array.from({ length: c.numLayers }, (_, l) => {
+  const restPolicy = restLayerPolicy(opts.rest);
+  const policies = Array.from({ length: c.numLayers }, (_, l) => {
     const pos = opts.layers.indexOf(l);
     return pos >= 0 ? params.policies[pos]! : restPolicy;
   });
@@ -438,7 +439,7 @@ export function runKlPass(ctx: PassContext, seqIdx: number[], params: AdapterVar
       try {
         const loss = (): tf.Scalar => {
           let h = tf.tensor2d(kl.embeddings[s]!, [T, c.hiddenSize]);
-          for (let l = 0; l < c.numLayers; l++) h = studentLayerForward(h, layers[l]!, c, policies[l]!, { chunkSize: opts.chunkSize, mlpGrad: opts.mlpGrad, rope: kl.rope });
+          for (let l = 0; l < c.numLayers; l++) h = policyLayer(h, layers[l]!, c, policies[l]!, { chunkSize: opts.chunkSize, mlpGrad: opts.mlpGrad, rope: kl.rope });
           return logitKl(rmsNorm(h, kl.finalNorm, c.rmsNormEps), kl.slices, target);
         };
         if (withGrad) {
@@ -495,7 +496,7 @@ export function studentStreamBefore(weights: ModelWeights, embeddings: Float32Ar
       try {
         host = host.map((h) =>
           tf.tidy(() => {
-            const out = studentLayerForward(tf.tensor2d(h, [T, c.hiddenSize]), layer, c, { kind: rest } as LayerPolicy, { chunkSize, rope });
+            const out = policyLayer(tf.tensor2d(h, [T, c.hiddenSize]), layer, c, restLayerPolicy(rest), { chunkSize, rope });
             return Float32Array.from(out.dataSync() as Float32Array);
           }),
         );

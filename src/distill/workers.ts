@@ -123,12 +123,12 @@ export class TeacherInputLayerWorkers {
 // ---------------------------------------------------------------------------------------------
 // Worker side (runs in a WorkerPool thread)
 
-let worker: { ctx: PassContext; vars: AdapterVariables; weights: ModelWeights; scale: number } | null = null;
+let worker: { ctx: PassContext; vars: AdapterVariables; weights: ModelWeights; scale: number; restoreFixes: () => void } | null = null;
 
 /** Open the student, take this worker's layers and teacher states. Replaces an earlier init. */
 export function layerWorkerInit(init: WorkerInit): void {
   layerWorkerRelease();
-  applyWasmMemoryFixes(); // as runDistill does on the main thread
+  const restoreFixes = applyWasmMemoryFixes(); // as runDistill does on the main thread; restored by layerWorkerRelease
 
   const weights = openModel(init.studentDir);
   const layers = init.opts.layers;
@@ -143,7 +143,7 @@ export function layerWorkerInit(init: WorkerInit): void {
   };
   const vars = new AdapterVariables(initialAdapter(layers, weights.config.hiddenSize, init.opts.window ?? null));
   // runPass here scales by 1/(B · this worker's layers); the whole step's loss is a mean over all layers.
-  worker = { ctx, vars, weights, scale: layers.length / init.totalLayers };
+  worker = { ctx, vars, weights, scale: layers.length / init.totalLayers, restoreFixes };
 }
 
 /** runPass on this worker's layers with the given parameters (flat, this worker's layers only). */
@@ -163,5 +163,6 @@ export function layerWorkerRelease(): void {
   worker.ctx.layers.dispose();
   worker.vars.dispose();
   worker.weights.close();
+  worker.restoreFixes();
   worker = null;
 }

@@ -108,14 +108,5 @@ export function memoryTable(c: ModelConfig, contextLengths: number[] = [512, 204
   return contextLengths.map((T) => memoryAtLength(c, T, opts));
 }
 
-/** Human-readable bytes (KiB/MiB/GiB, binary). */
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${u === 0 ? v : v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
-}
+/** Human-readable bytes: the one formatter, util/fileio.ts (re-exported for this module's importers). */
+export { formatBytes } from '../util/fileio.ts';

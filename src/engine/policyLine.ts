@@ -4,7 +4,7 @@
  * gates nothing (no adapter and `--rest teacher`) is said plainly, since it is then the teacher's
  * attention on the student's weights.
  */
-import type { RestPolicy } from './student.ts';
+import type { RestPolicy } from '../model/policy.ts';
 
 /** What the attention block of one layer runs. */
 export type AttentionPolicy = 'adapter-v1' | `adapter-window-${number}` | 'engine-v0.1.1' | 'softmax' | 'fixed';

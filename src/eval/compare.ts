@@ -17,9 +17,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeFilesAtomic } from '../util/atomic.ts';
 import { fail } from '../util/errors.ts';
-import { renderSvg, type Chart, type VlSpec } from '../report/charts.ts';
+import { type Chart, type VlSpec } from '../report/charts.ts';
+import { htmlEscape, htmlPage, htmlTable, markdownTable, type Table } from '../report/html.ts';
 import { readPerToken } from './perToken.ts';
-import { REPORT_SCHEMA, fmt, htmlEscape, jsonSafe, markdownTable, pct, pm, type EvalReport, type Table } from './report.ts';
+import { REPORT_SCHEMA, fmt, jsonSafe, pct, pm, type EvalReport } from './report.ts';
 import type { PerTokenValues } from './stats.ts';
 
 export const COMPARE_SCHEMA = 'synaxim.compare/2';
@@ -490,15 +491,9 @@ export function renderCompareMarkdown(c: CompareResult): string {
   return out.join('\n');
 }
 
+/** A compare table in HTML: scrolls sideways, better/worse cells coloured. */
 function compareHtmlTable(t: CompareTable, id: string): string {
-  const head = `<tr>${t.header.map((h) => `<th>${htmlEscape(h)}</th>`).join('')}</tr>`;
-  const body = t.rows
-    .map((row, ri) => `<tr>${row.map((cell, ci) => {
-      const mark = t.marks?.get(`${ri},${ci}`);
-      return `<td${mark ? ` class="${mark}"` : ''}>${htmlEscape(cell)}</td>`;
-    }).join('')}</tr>`)
-    .join('\n');
-  return `<h2>${htmlEscape(t.title)}</h2>\n<div class="table-wrap"><table id="${id}">\n<thead>${head}</thead>\n<tbody>\n${body}\n</tbody>\n</table></div>${t.note ? `\n<p class="note">${htmlEscape(t.note)}</p>` : ''}`;
+  return htmlTable(t, { id, wrap: true, cellClass: (ri, ci) => t.marks?.get(`${ri},${ci}`) ?? null });
 }
 
 const COMPARE_CSS = `
@@ -522,39 +517,20 @@ figure.chart { margin: 0; border: 1px solid #eee; padding: 8px; max-width: 100%;
 `;
 
 async function renderCompareHtml(runs: CompareRun[], c: CompareResult, embedded: unknown): Promise<string> {
-  const title = `SYNAXIM comparison of ${c.runs.length} runs`;
-  const charts = compareCharts(runs, c);
-  const svgs = await Promise.all(charts.map(async (ch) => `<figure class="chart" id="chart-${htmlEscape(ch.id)}" data-title="${htmlEscape(ch.title)}">${await renderSvg(ch.spec)}</figure>`));
   const tables = [compareHtmlTable(runsTable(c), 'runs'), compareHtmlTable(compareTable(c), 'all-runs')];
   const ft = flagsTable(c);
   if (ft) tables.push(compareHtmlTable(ft, 'differences'));
   else if (c.runs.length > 1) tables.push(`<p class="note" id="no-differences">No configuration differs from the baseline at |z| ≥ ${c.test.z_threshold}.</p>`);
-  const warnings = c.warnings.map((w) => `<div class="warning"><strong>Warning:</strong> ${htmlEscape(w)}</div>`).join('\n');
-  const data = `<script type="application/json" id="report-data">${JSON.stringify(embedded).replace(/</g, '\\u003c')}</script>`;
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${htmlEscape(title)}</title>
-<style>${COMPARE_CSS}</style>
-</head>
-<body>
-<h1>${htmlEscape(title)}</h1>
-${warnings}
-<ul class="meta">
-<li>baseline: ${htmlEscape(c.baseline)}</li>
-<li>flagged: |z| ≥ ${c.test.z_threshold} (about 95%); ${htmlEscape(c.same_tokens ? 'all runs scored the same tokens' : 'the runs scored different tokens')}</li>
-</ul>
-${tables.join('\n')}
-<h2>Charts</h2>
-<div class="charts">
-${svgs.join('\n')}
-</div>
-${data}
-</body>
-</html>
-`;
+  return htmlPage({
+    title: `SYNAXIM comparison of ${c.runs.length} runs`,
+    css: COMPARE_CSS,
+    // one block, even when empty (an empty line then; kept so the page's bytes did not change)
+    intro: [c.warnings.map((w) => `<div class="warning"><strong>Warning:</strong> ${htmlEscape(w)}</div>`).join('\n')],
+    meta: [`baseline: ${c.baseline}`, `flagged: |z| ≥ ${c.test.z_threshold} (about 95%); ${c.same_tokens ? 'all runs scored the same tokens' : 'the runs scored different tokens'}`],
+    sections: tables,
+    charts: compareCharts(runs, c),
+    data: embedded,
+  });
 }
 
 /** Write compare.md, compare.html, then compare.json into `outDir` (staged, compare.json last). */

@@ -6,10 +6,15 @@
  */
 import path from 'node:path';
 import { removeStaleTemps, writeFilesAtomic } from '../util/atomic.ts';
-import { barWithErrors, lines, renderSvg, type Chart } from '../report/charts.ts';
+import { inBinaryUnits } from '../util/fileio.ts';
+import { barWithErrors, lines, type Chart } from '../report/charts.ts';
+import { htmlEscape, htmlPage, htmlTable, markdownTable, type Table } from '../report/html.ts';
 import type { ComparisonStats, DeltaPStats, DistributionStats, HiddenLayerStats, PositionBucket, PplRatioStats } from './stats.ts';
 
 export const REPORT_SCHEMA = 'synaxim.eval/1';
+
+// The table helpers live in report/html.ts (shared with compare and sweep); re-exported for importers of this module.
+export { markdownTable, type Table };
 
 /** What the attention block of a layer is in a configuration (`window-W`: softmax over the last W positions). */
 export type LayerPolicy = 'teacher' | 'engine-v0.1.1' | 'adapter-v1' | `adapter-window-${number}` | 'fixed' | `window-${number}`;
@@ -173,16 +178,11 @@ export function pct(x: number, se?: number): string {
   if (!Number.isFinite(x)) return '–';
   return se === undefined ? `${(100 * x).toFixed(2)}%` : `${(100 * x).toFixed(2)} ± ${(100 * se).toFixed(2)}%`;
 }
+/** Bytes for the report's tables: three significant digits ("64.0 MiB", "1.50 KiB", "128 MiB"). */
 export function bytes(n: number): string {
   if (!Number.isFinite(n)) return '–';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${u === 0 ? v : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
+  const { value: v, unit } = inBinaryUnits(n);
+  return `${unit === 'B' ? v : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${unit}`;
 }
 function shortHash(h: string | null): string {
   if (!h) return '–';
@@ -264,15 +264,6 @@ export function verdictSentences(r: EvalReport): string[] {
 }
 
 // ---------------------------------------------------------------- tables (shared by md and html)
-
-export interface Table {
-  title: string;
-  header: string[];
-  rows: string[][];
-  /** Cells to emphasise (row, column). */
-  flags?: [number, number][];
-  note?: string;
-}
 
 export function summaryTable(r: EvalReport): Table {
   return {
@@ -455,19 +446,6 @@ export function reportCharts(r: EvalReport): Chart[] {
 
 // ---------------------------------------------------------------- markdown
 
-function mdEscape(s: string): string {
-  return s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
-}
-
-export function markdownTable(t: Table): string {
-  const lines = [`### ${t.title}`, '', `| ${t.header.map(mdEscape).join(' | ')} |`, `|${t.header.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`];
-  t.rows.forEach((row, ri) => {
-    lines.push(`| ${row.map((cell, ci) => (t.flags?.some(([a, b]) => a === ri && b === ci) ? `**${mdEscape(cell)}**` : mdEscape(cell))).join(' | ')} |`);
-  });
-  if (t.note) lines.push('', t.note);
-  return lines.join('\n');
-}
-
 export function headerLines(r: EvalReport): string[] {
   const a = r.adapter;
   return [
@@ -496,18 +474,6 @@ export function renderMarkdown(r: EvalReport): string {
 
 // ---------------------------------------------------------------- html
 
-export function htmlEscape(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-}
-
-export function htmlTable(t: Table): string {
-  const head = `<tr>${t.header.map((h) => `<th>${htmlEscape(h)}</th>`).join('')}</tr>`;
-  const body = t.rows
-    .map((row, ri) => `<tr>${row.map((cell, ci) => `<td${t.flags?.some(([a, b]) => a === ri && b === ci) ? ' class="flag"' : ''}>${htmlEscape(cell)}</td>`).join('')}</tr>`)
-    .join('\n');
-  return `<h2>${htmlEscape(t.title)}</h2>\n<table>\n<thead>${head}</thead>\n<tbody>\n${body}\n</tbody>\n</table>${t.note ? `\n<p class="note">${htmlEscape(t.note)}</p>` : ''}`;
-}
-
 const CSS = `
 body { font-family: Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1180px; color: #222; padding: 0 16px; }
 h1 { font-size: 22px; margin-bottom: 6px; }
@@ -525,36 +491,17 @@ p.verdict { font-size: 15px; max-width: 1000px; background: #f6f8fa; border-left
 figure.chart { margin: 0; border: 1px solid #eee; padding: 8px; }
 `;
 
-/** A full HTML page from header lines, tables and rendered charts (after an optional lead paragraph). Self-contained. */
-export async function htmlPage(title: string, meta: string[], tables: Table[], charts: Chart[], embeddedJson?: unknown, lead: string[] = []): Promise<string> {
-  const svgs = await Promise.all(charts.map(async (c) => `<figure class="chart" id="chart-${htmlEscape(c.id)}" data-title="${htmlEscape(c.title)}">${await renderSvg(c.spec)}</figure>`));
-  // The data travels with the page; '<' is escaped so nothing in it can close the script element.
-  const data = embeddedJson === undefined ? '' : `\n<script type="application/json" id="report-data">${JSON.stringify(embeddedJson).replace(/</g, '\\u003c')}</script>`;
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${htmlEscape(title)}</title>
-<style>${CSS}</style>
-</head>
-<body>
-<h1>${htmlEscape(title)}</h1>${lead.length ? `\n<p class="verdict" id="verdict"><strong>Verdict.</strong> ${htmlEscape(lead.join(' '))}</p>` : ''}
-<ul class="meta">
-${meta.map((m) => `<li>${htmlEscape(m)}</li>`).join('\n')}
-</ul>
-${tables.map(htmlTable).join('\n')}
-<h2>Charts</h2>
-<div class="charts">
-${svgs.join('\n')}
-</div>${data}
-</body>
-</html>
-`;
-}
-
 export async function renderHtml(r: EvalReport): Promise<string> {
-  return htmlPage(`SYNAXIM evaluation: ${r.model.name}, ${r.suite.name}`, headerLines(r), reportTables(r), reportCharts(r), r, reportVerdict(r));
+  const verdict = reportVerdict(r);
+  return htmlPage({
+    title: `SYNAXIM evaluation: ${r.model.name}, ${r.suite.name}`,
+    css: CSS,
+    intro: verdict.length ? [`<p class="verdict" id="verdict"><strong>Verdict.</strong> ${htmlEscape(verdict.join(' '))}</p>`] : [],
+    meta: headerLines(r),
+    sections: reportTables(r).map((t) => htmlTable(t)),
+    charts: reportCharts(r),
+    data: r,
+  });
 }
 
 /** Replace non-finite numbers (JSON has none) with null, recursively. */

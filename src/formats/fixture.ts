@@ -11,7 +11,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fail } from '../util/errors.ts';
-import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.ts';
+import { writeDirAtomic, writeFileAtomic, writeJsonAtomic } from '../util/atomic.ts';
+import { Progress } from '../util/progress.ts';
+import { convertHfToSymb } from './convert.ts';
 import { type StTensorToWrite, writeSafetensors, INDEX_FILE } from './safetensors.ts';
 
 export const FIXTURE_SHAPES = ['tiny', 'magnus', 'llama-1b'] as const;
@@ -197,4 +199,31 @@ export function writeFixtureHf(shape: FixtureShape, dir: string, seed = 0, onPro
 export function parseFixtureShape(s: string): FixtureShape {
   if (!(FIXTURE_SHAPES as readonly string[]).includes(s)) fail(null, `unknown --shape '${s}' (choose from ${FIXTURE_SHAPES.join(', ')})`);
   return s as FixtureShape;
+}
+
+/** What a fixture directory holds; anything else in OUT is the user's and is kept. */
+export const FIXTURE_ENTRIES = ['hf', 'symb-int4'];
+export const isFixtureEntry = (name: string): boolean => FIXTURE_ENTRIES.includes(name);
+
+/**
+ * Write the fixture `shape` into `out` (hf/ and its INT4 conversion symb-int4/), atomically: OUT
+ * gets both or neither; other files in OUT are kept. Progress on stderr unless `quiet`.
+ */
+export async function makeFixture(shape: FixtureShape, out: string, opts: { seed?: number; groupSize?: number; quiet?: boolean } = {}): Promise<void> {
+  const log = (s: string) => opts.quiet || process.stderr.write(s + '\n');
+  await writeDirAtomic(out, async (tmp) => {
+    const hf = path.join(tmp, 'hf');
+    let bar: Progress | null = null;
+    let shardsDone = 0;
+    writeFixtureHf(shape, hf, opts.seed ?? 0, (done, total) => {
+      if (opts.quiet) return;
+      bar ??= new Progress({ label: `fixture ${shape}: hf shards`, total });
+      bar.tick(done - shardsDone);
+      shardsDone = done;
+    });
+    (bar as Progress | null)?.finish();
+    log(`fixture ${shape}: converting to int4 .symb`);
+    await convertHfToSymb(hf, path.join(tmp, 'symb-int4'), { quantize: 'int4', groupSize: opts.groupSize ?? (shape === 'tiny' ? 32 : 128) });
+  }, { isOurs: isFixtureEntry, marker: 'symb-int4' });
+  log(`wrote ${out}/hf and ${out}/symb-int4`);
 }

@@ -14,6 +14,8 @@
  * keys are transposed once to [nKv, hd, T] and each kv head is its own 2-D matmul.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import type { ModelConfig } from '../formats/config.ts';
+import { applyRope, linear, type LayerTensors } from './nn.ts';
 
 export interface AttentionShape {
   numHeads: number;
@@ -113,6 +115,11 @@ export class KvCache {
 
   constructor(private readonly shape: AttentionShape) {}
 
+  /** The shape it was made for (its sliding window is the number of positions it keeps). */
+  get attentionShape(): AttentionShape {
+    return this.shape;
+  }
+
   /** Number of cached positions. */
   get length(): number {
     return this.keys ? this.keys.shape[1] : 0;
@@ -163,4 +170,59 @@ export class KvCache {
     this.keys = null;
     this.values = null;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax attention as a decoder layer's attention part (q/k/v projections, RoPE, o_proj)
+
+/** The model's own attention shape (its sliding window, if any). */
+export function attentionShape(c: ModelConfig): AttentionShape {
+  return { numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, slidingWindow: c.slidingWindow };
+}
+
+/** The attention shape of a `window` layer: the model's own sliding window, if any, caps W further. */
+export function windowShape(c: ModelConfig, window: number): AttentionShape {
+  return { ...attentionShape(c), slidingWindow: c.slidingWindow === null ? window : Math.min(window, c.slidingWindow) };
+}
+
+/** q, k, v projections (+ biases) of the normed input x [T, hidden]. */
+export function qkvProjections(x: tf.Tensor2D, layer: LayerTensors): { q: tf.Tensor2D; k: tf.Tensor2D; v: tf.Tensor2D } {
+  return { q: linear(x, layer.q, layer.qBias), k: linear(x, layer.k, layer.kBias), v: linear(x, layer.v, layer.vBias) };
+}
+
+/** q and k rotated by RoPE (cos/sin [T, headDim] for the tokens' positions). */
+function rotatedQkv(x: tf.Tensor2D, layer: LayerTensors, c: ModelConfig, cos: tf.Tensor2D, sin: tf.Tensor2D): { q: tf.Tensor2D; k: tf.Tensor2D; v: tf.Tensor2D } {
+  const { q, k, v } = qkvProjections(x, layer);
+  return { q: applyRope(q, c.numHeads, c.headDim, cos, sin), k: applyRope(k, c.numKvHeads, c.headDim, cos, sin), v };
+}
+
+/**
+ * Softmax attention block over a whole sequence at positions 0..T-1 (cos/sin [T, headDim]):
+ * normed input x [T, hidden] -> o [T, hidden] after o_proj. `shape` defaults to the model's own
+ * (a `window` layer passes `windowShape`).
+ */
+export function softmaxAttentionBlock(x: tf.Tensor2D, layer: LayerTensors, c: ModelConfig, cos: tf.Tensor2D, sin: tf.Tensor2D, shape: AttentionShape = attentionShape(c)): tf.Tensor2D {
+  return tf.tidy(() => {
+    const { q, k, v } = rotatedQkv(x, layer, c, cos, sin);
+    return linear(causalAttention(q, k, v, shape), layer.o);
+  });
+}
+
+/**
+ * Softmax attention block through a layer's KV cache (decoding): one token attends to the cache
+ * after appending itself; a first block of tokens (the cache is empty then) runs causal attention
+ * over itself and fills the cache. cos/sin are for the tokens' absolute positions.
+ */
+export function cachedSoftmaxAttentionBlock(x: tf.Tensor2D, layer: LayerTensors, c: ModelConfig, cos: tf.Tensor2D, sin: tf.Tensor2D, cache: KvCache): tf.Tensor2D {
+  const { q, k, v } = rotatedQkv(x, layer, c, cos, sin);
+  let attn: tf.Tensor2D;
+  if (x.shape[0] === 1) {
+    cache.append(k, v);
+    attn = cache.attend(q);
+  } else {
+    if (cache.length !== 0) throw new Error('cachedSoftmaxAttentionBlock: several tokens need an empty cache');
+    attn = causalAttention(q, k, v, cache.attentionShape);
+    cache.append(k, v);
+  }
+  return linear(attn, layer.o);
 }

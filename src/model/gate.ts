@@ -25,6 +25,11 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '../runtime/gradients.ts';
+import type { ModelConfig } from '../formats/config.ts';
+import { applyRope, linear, repeatKv, type LayerTensors } from './nn.ts';
+import { qkvProjections } from './attention.ts';
+import { adapterGateLogit, adapterOutput } from './adapter.ts';
+import { FIXED_GATE, FIXED_OUTPUT_SCALE, type LayerPolicy } from './policy.ts';
 
 /** Per-token inputs of the gate over a sequence. q, k̂, v̂ [T, D]; log g, log(1−g) [T]. */
 export interface GateSequence {
@@ -283,4 +288,67 @@ export function gateChunked(seq: GateSequence, chunkSize?: number, initialState?
  */
 export function gateChunkedOutput(seq: GateSequence, chunkSize?: number, initialState?: tf.Tensor2D | null): tf.Tensor2D {
   return tf.tidy(() => chunkedImpl(seq, chunkSize ?? defaultChunkSize(seq.q.shape[1]), initialState ?? null, false).r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gate as a decoder layer's attention part (policies adapter / engine / fixed)
+
+/**
+ * The gate's per-token inputs for a gated layer: q, k̂, v̂ (GQA-expanded to D_q) and log g,
+ * log(1−g). x [T, hidden] is the normed layer input; `rope` holds cos/sin for the tokens'
+ * positions (used by `engine` only).
+ */
+export function gateInputs(x: tf.Tensor2D, layer: LayerTensors, c: ModelConfig, policy: LayerPolicy, rope: { cos: tf.Tensor2D; sin: tf.Tensor2D } | null): GateSequence {
+  if (policy.kind === 'teacher' || policy.kind === 'window') throw new Error(`gateInputs: the ${policy.kind} policy has no gate`);
+  return tf.tidy(() => {
+    const T = x.shape[0];
+    let { q, k, v } = qkvProjections(x, layer);
+    if (policy.kind === 'engine') {
+      if (!rope) throw new Error('engine policy needs RoPE tables');
+      q = applyRope(q, c.numHeads, c.headDim, rope.cos, rope.sin);
+      k = applyRope(k, c.numKvHeads, c.headDim, rope.cos, rope.sin);
+    }
+    const nRep = c.numHeads / c.numKvHeads;
+    const kExpanded = repeatKv(k, c.numKvHeads, nRep, c.headDim);
+    const vExpanded = repeatKv(v, c.numKvHeads, nRep, c.headDim);
+    let logs: { logGate: tf.Tensor1D; logOneMinusGate: tf.Tensor1D };
+    if (policy.kind === 'fixed') {
+      logs = constantGateLogs(T, FIXED_GATE);
+    } else {
+      const s = gateScores(q, kExpanded, c.numHeads, c.headDim);
+      logs = gateLogs(policy.kind === 'adapter' ? adapterGateLogit(s, policy) : s);
+    }
+    return { q, kHat: normalizeKeys(kExpanded), vHat: normalizeValues(vExpanded, rowNorms(x)), ...logs };
+  });
+}
+
+/** The attention block's output o [T, hidden] from the gate's r [T, D_q] (policy adapter / engine / fixed). */
+export function gateBlockOutput(r: tf.Tensor2D, x: tf.Tensor2D, layer: LayerTensors, policy: LayerPolicy): tf.Tensor2D {
+  return tf.tidy(() => {
+    const projected = linear(r, layer.o);
+    if (policy.kind === 'engine') return projected;
+    if (policy.kind === 'fixed') return tf.mul(projected, FIXED_OUTPUT_SCALE) as tf.Tensor2D;
+    if (policy.kind !== 'adapter') throw new Error(`gateBlockOutput: not a gated policy (${policy.kind})`);
+    return adapterOutput(projected, x, policy);
+  });
+}
+
+/**
+ * The gate continued from a carried state (decoding): one token by the recurrent step, several
+ * by the chunked-parallel form; `previous` null means M = 0. Returns r [T, D] and the new state.
+ */
+export function gateContinue(seq: GateSequence, previous: tf.Tensor2D | null, chunkSize?: number): GateResult {
+  if (seq.q.shape[0] !== 1) return gateChunked(seq, chunkSize, previous);
+  return tf.tidy(() => {
+    const D = seq.q.shape[1];
+    const step = gateRecurrentStep(
+      previous ?? (tf.zeros([D, D]) as tf.Tensor2D),
+      tf.reshape(seq.q, [D]) as tf.Tensor1D,
+      tf.reshape(seq.kHat, [D]) as tf.Tensor1D,
+      tf.reshape(seq.vHat, [D]) as tf.Tensor1D,
+      tf.reshape(seq.logGate, []) as tf.Scalar,
+      tf.reshape(seq.logOneMinusGate, []) as tf.Scalar,
+    );
+    return { r: tf.reshape(step.r, [1, D]) as tf.Tensor2D, state: step.state };
+  });
 }

@@ -1,7 +1,8 @@
 /**
  * Two fixes for training big layers on tfjs-backend-wasm (found with the Magnus-shaped distill
- * run; measured by the bench's `distillheap` rows). They live here, with the benchmark that shows
- * them. `runDistill` applies them (training is where they matter: eval takes no gradients):
+ * run; measured by the bench's `distillheap` rows). Training applies them for as long as it trains
+ * (`runDistill`, the distill layer workers) and restores the stock registrations afterwards; eval
+ * takes no gradients and runs without them:
  *
  * 1. `Identity` on wasm COPIES its input (tfjs-backend-wasm 4.22 kernels/Identity: makeOutput +
  *    set), and tfjs clones (Identity) every tensor a kernel saves for backprop. A matmul saves
@@ -18,10 +19,21 @@
  * Both are exact (same arithmetic up to summation order inside the matmul kernel).
  */
 import * as tf from '@tensorflow/tfjs-core';
-// gradients.ts registers its BatchMatMul gradient when loaded; ours must come after it.
+// The registrations the fixes replace must exist before they are saved, whatever the importer loaded
+// first: the wasm backend's stock kernels (registered when its module loads, not when it is chosen)
+// and gradients.ts's BatchMatMul gradient (registered by its top-level await).
+import '@tensorflow/tfjs-backend-wasm';
 import './gradients.ts';
 
-let applied = false;
+/** What the fixes replaced, saved by the outermost apply and put back by its restore. */
+interface Saved {
+  identity: tf.KernelConfig | undefined;
+  batchMatMulGradient: tf.GradConfig | undefined;
+}
+
+let saved: Saved | null = null;
+/** Applications not yet restored: the fixes stay while any is live (nesting-safe). */
+let live = 0;
 
 /** a·b with the transpose flags, in the form that never copies/packs the larger operand when it is transposed. */
 export function matMulWeightLeft(a: tf.Tensor, b: tf.Tensor, transposeA: boolean, transposeB: boolean): tf.Tensor {
@@ -34,10 +46,45 @@ export function matMulWeightLeft(a: tf.Tensor, b: tf.Tensor, transposeA: boolean
   return tf.matMul(transposeA ? t(a) : a, transposeB ? t(b) : b);
 }
 
-/** Apply both fixes to this thread's tfjs (idempotent). Call after initBackend('wasm') (which registers the stock kernels). */
-export function applyWasmMemoryFixes(): void {
-  if (applied) return;
-  applied = true;
+/**
+ * Apply both fixes to this thread's tfjs kernel registry and return `restore()`, which puts the
+ * registrations that were there before back (tfjs looks kernels and gradients up at every call, so
+ * the change takes effect at once both ways). Nesting-safe: the fixes stay until every apply has
+ * been restored; each restore acts once (calling it again does nothing). Tensors made while the
+ * fixes were on stay valid after the restore (the backend's reference counts cover both Identity
+ * forms).
+ */
+export function applyWasmMemoryFixes(): () => void {
+  if (live === 0) {
+    saved = { identity: tf.getKernel('Identity', 'wasm'), batchMatMulGradient: tf.getGradient('BatchMatMul') };
+    install();
+  }
+  live++;
+  let restored = false;
+  return () => {
+    if (restored) return;
+    restored = true;
+    live--;
+    if (live === 0) {
+      putBack(saved!);
+      saved = null;
+    }
+  };
+}
+
+/** Whether the fixes are on now (some apply not yet restored). */
+export function wasmMemoryFixesApplied(): boolean {
+  return live > 0;
+}
+
+function putBack(s: Saved): void {
+  if (tf.getKernel('Identity', 'wasm')) tf.unregisterKernel('Identity', 'wasm');
+  if (s.identity) tf.registerKernel(s.identity);
+  if (s.batchMatMulGradient) tf.registerGradient(s.batchMatMulGradient);
+  else if (tf.getGradient('BatchMatMul')) tf.unregisterGradient('BatchMatMul');
+}
+
+function install(): void {
   if (tf.getKernel('Identity', 'wasm')) tf.unregisterKernel('Identity', 'wasm');
   tf.registerKernel({
     kernelName: 'Identity',

@@ -63,12 +63,23 @@ export function regularFileSize(file: string, missing = 'file not found', expect
   return st.size;
 }
 
-/** A human size for messages: 1536 → "1.5 KiB". */
+const BINARY_UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'] as const;
+
+/** n bytes in the largest binary unit it reaches: 1536 → { value: 1.5, unit: 'KiB' }. */
+export function inBinaryUnits(n: number): { value: number; unit: (typeof BINARY_UNITS)[number] } {
+  let value = n;
+  let u = 0;
+  while (value >= 1024 && u < BINARY_UNITS.length - 1) {
+    value /= 1024;
+    u++;
+  }
+  return { value, unit: BINARY_UNITS[u]! };
+}
+
+/** A human size for messages and notes: 1536 → "1.5 KiB", 100 → "100 bytes". */
 export function formatBytes(n: number): string {
-  if (n >= GiB) return `${(n / GiB).toFixed(1)} GiB`;
-  if (n >= MiB) return `${(n / MiB).toFixed(1)} MiB`;
-  if (n >= KiB) return `${(n / KiB).toFixed(1)} KiB`;
-  return `${n} bytes`;
+  const { value, unit } = inBinaryUnits(n);
+  return unit === 'B' ? `${n} bytes` : `${value.toFixed(1)} ${unit}`;
 }
 
 /**

@@ -13,11 +13,13 @@ import type { CommandModule } from 'yargs';
 import { fail } from '../../util/errors.ts';
 import { checkOutput } from '../../util/outputs.ts';
 import { modelInputs } from '../../data/registry.ts';
-import { DEFAULT_EPOCHS, DEFAULT_KL_PHASE_EPOCHS, DEFAULT_LR, DEFAULT_PATIENCE, DISTILL_LOSSES, runDistill, STUDENT_KINDS, type DistillLossOption, type StudentKind } from '../../distill/run.ts';
+import { runDistill } from '../../distill/run.ts';
+import { DEFAULT_EPOCHS, DEFAULT_KL_PHASE_EPOCHS, DEFAULT_LR, DISTILL_DEFAULTS as D, DISTILL_LOSSES, STUDENT_KINDS, type DistillLossOption, type DistillOptions, type StudentKind } from '../../distill/runConfig.ts';
 import { REST_POLICIES, type RestPolicy } from '../../engine/student.ts';
 import { studentPolicyLine } from '../../engine/policyLine.ts';
 import { layerRangesText, modelLayerCount, parseLayerList, requireDirectoryPath, startBackend, withBackend } from '../common.ts';
 
+/** The flags as yargs hands them over (camelCase); their defaults are the run config's. */
 interface DistillArgs {
   model: string;
   teacher?: string;
@@ -49,6 +51,40 @@ interface DistillArgs {
   workers?: number;
 }
 
+/** Integer flags: their DistillOptions key and the flag named in the error. */
+const INTEGER_FLAGS = { seqLen: '--seq-len', maxSeqs: '--max-seqs', epochs: '--epochs', klEpochs: '--kl-epochs', patience: '--patience', window: '--window', batchSize: '--batch-size', seed: '--seed', chunkSize: '--chunk-size' } as const;
+
+/** The run's options from the flags: integers checked, nothing defaulted here (runConfig.ts does that). */
+function distillOptions(args: DistillArgs, layers: number[], out: string): DistillOptions {
+  const ints = Object.fromEntries(
+    Object.entries(INTEGER_FLAGS).map(([k, flag]) => {
+      const v = args[k as keyof typeof INTEGER_FLAGS];
+      return [k, v === undefined ? undefined : int(v, flag)];
+    }),
+  ) as Partial<Record<keyof typeof INTEGER_FLAGS, number>>;
+  return {
+    ...ints,
+    model: args.model,
+    teacher: args.teacher ?? null,
+    layers,
+    corpus: args.corpus ?? null,
+    lr: args.lr,
+    loss: args.loss,
+    klLr: args.klLr,
+    student: args.student,
+    weightDecay: args.weightDecay,
+    input: args.input,
+    mlpGrad: args.mlpGrad,
+    rest: args.rest,
+    out,
+    resume: args.resume,
+    overwrite: args.overwrite,
+    heldOutFraction: args.heldOut,
+    cache: args.cache,
+    workers: args.workers ?? null,
+  };
+}
+
 /** What a distill run writes into --out; anything else there is the user's. */
 function isDistillOutputEntry(name: string): boolean {
   return ['checkpoint.safetensors', 'train_log.jsonl', 'distill_report.md', '.synaxim-distill.lock'].includes(name) || name.startsWith('symbiotic_adapter') || name.endsWith('.svg');
@@ -70,29 +106,29 @@ export const command: CommandModule<any, any> = {
       .option('teacher', { type: 'string', describe: "teacher directory, or 'same' to use the student's own weights" })
       .option('layers', { type: 'string', demandOption: true, describe: 'layers to train: 0-7, 0,2,5, all, first-N or last-N' })
       .option('corpus', { type: 'string', describe: 'calibration text: JSONL with a "text" field, or plain text (documents split at blank lines); default: built-in corpus' })
-      .option('seq-len', { type: 'number', default: 64, describe: 'tokens per sequence (BOS + text, documents shorter are skipped)' })
+      .option('seq-len', { type: 'number', default: D.seqLen, describe: 'tokens per sequence (BOS + text, documents shorter are skipped)' })
       .option('max-seqs', { type: 'number', describe: 'use at most this many sequences' })
       .option('epochs', { type: 'number', describe: `passes over the data (0: export the initial adapter); mse+kl: the MSE phase [default: ${DEFAULT_EPOCHS.mse} for mse and mse+kl, ${DEFAULT_EPOCHS.kl} for kl]` })
       .option('lr', { type: 'number', describe: `AdamW learning rate (cosine schedule over all steps) [default: ${DEFAULT_LR.mse} for mse, ${DEFAULT_LR.kl} for kl]` })
-      .option('loss', { choices: DISTILL_LOSSES, default: 'mse' as DistillLossOption, describe: 'objective: per-layer hidden-state MSE (the scripts), end-to-end KL(teacher‖student) on the logits, or MSE then KL from its best epoch' })
+      .option('loss', { choices: DISTILL_LOSSES, default: D.loss, describe: 'objective: per-layer hidden-state MSE (the scripts), end-to-end KL(teacher‖student) on the logits, or MSE then KL from its best epoch' })
       .option('kl-epochs', { type: 'number', describe: `--loss mse+kl: epochs of the KL phase after the --epochs of MSE [default: ${DEFAULT_KL_PHASE_EPOCHS}]` })
       .option('kl-lr', { type: 'number', describe: `--loss mse+kl: learning rate of the KL phase [default: ${DEFAULT_LR.kl}]` })
-      .option('student', { choices: STUDENT_KINDS, default: 'adapter-v1' as StudentKind, describe: 'attention of the trained layers: adapter-v1 (the gate, 4 parameters per layer), or adapter-window (softmax over the last --window positions mixed with the gate by a learned weight)' })
+      .option('student', { choices: STUDENT_KINDS, default: D.student, describe: 'attention of the trained layers: adapter-v1 (the gate, 4 parameters per layer), or adapter-window (softmax over the last --window positions mixed with the gate by a learned weight)' })
       .option('window', { type: 'number', describe: '--student adapter-window: positions of its softmax window (W)' })
-      .option('patience', { type: 'number', default: DEFAULT_PATIENCE, describe: 'stop a phase after this many epochs without a better held-out metric (MSE for mse, KLD for kl); 0: never' })
-      .option('weight-decay', { type: 'number', default: 0.01, describe: 'AdamW decoupled weight decay' })
-      .option('batch-size', { type: 'number', default: 8, describe: 'sequences per optimizer step' })
-      .option('input', { choices: ['student', 'teacher'] as const, default: 'student' as const, describe: "what layer l reads: the student's own (detached) output of l-1, or the teacher's hidden state" })
-      .option('mlp-grad', { choices: ['exact', 'detached'] as const, default: 'exact' as const, describe: 'differentiate through the MLP, or hold its output constant (as the SYNAXIM scripts)' })
-      .option('rest', { choices: REST_POLICIES, default: 'engine' as RestPolicy, describe: 'policy of untrained layers the student stream passes through' })
-      .option('seed', { type: 'number', default: 0, describe: 'seed of the data order' })
-      .option('held-out', { type: 'number', default: 0.1, describe: 'fraction of sequences held out for the before/after report' })
+      .option('patience', { type: 'number', default: D.patience, describe: 'stop a phase after this many epochs without a better held-out metric (MSE for mse, KLD for kl); 0: never' })
+      .option('weight-decay', { type: 'number', default: D.weightDecay, describe: 'AdamW decoupled weight decay' })
+      .option('batch-size', { type: 'number', default: D.batchSize, describe: 'sequences per optimizer step' })
+      .option('input', { choices: ['student', 'teacher'] as const, default: D.input, describe: "what layer l reads: the student's own (detached) output of l-1, or the teacher's hidden state" })
+      .option('mlp-grad', { choices: ['exact', 'detached'] as const, default: D.mlpGrad, describe: 'differentiate through the MLP, or hold its output constant (as the SYNAXIM scripts)' })
+      .option('rest', { choices: REST_POLICIES, default: D.rest, describe: 'policy of untrained layers the student stream passes through' })
+      .option('seed', { type: 'number', default: D.seed, describe: 'seed of the data order' })
+      .option('held-out', { type: 'number', default: D.heldOutFraction, describe: 'fraction of sequences held out for the before/after report' })
       .option('chunk-size', { type: 'number', describe: 'parallel-gate chunk size (default: by model width)' })
       .option('out', { type: 'string', describe: 'output directory (default out/distill-<model>-L<layers>)' })
       .option('resume', { type: 'boolean', default: false, describe: "continue from OUT's checkpoint" })
       .option('overwrite', { type: 'boolean', default: false, describe: 'start over even if OUT holds a checkpoint' })
       .option('workers', { type: 'number', describe: 'worker threads for --input teacher (layers split between them) [default: 2 with ≥ 2 cores unless the job is tiny]' })
-      .option('cache', { type: 'boolean', default: true, describe: 'use the teacher hidden-state cache (--no-cache to recompute)' })
+      .option('cache', { type: 'boolean', default: D.cache, describe: 'use the teacher hidden-state cache (--no-cache to recompute)' })
       .example('$0 distill --model stories260k --layers 0-1', 'train the adapter of layers 0 and 1 (writes out/distill-stories260k-L0-1/)')
       .example('$0 distill --model magnus --layers first-8 --epochs 1', 'the first eight layers of Magnus (also: all, last-N, 0,2,5)'),
   handler: async (argv) => {
@@ -115,34 +151,6 @@ export const command: CommandModule<any, any> = {
       marker: fs.existsSync(path.join(out, 'checkpoint.safetensors')) ? undefined : 'symbiotic_adapter',
     });
     await startBackend(args.backend);
-    await runDistill({
-      model: args.model,
-      teacher: args.teacher ?? null,
-      layers,
-      corpus: args.corpus ?? null,
-      seqLen: int(args.seqLen, '--seq-len'),
-      maxSeqs: args.maxSeqs === undefined ? null : int(args.maxSeqs, '--max-seqs'),
-      epochs: args.epochs === undefined ? DEFAULT_EPOCHS[args.loss === 'kl' ? 'kl' : 'mse'] : int(args.epochs, '--epochs'),
-      lr: args.lr ?? DEFAULT_LR[args.loss === 'kl' ? 'kl' : 'mse'],
-      loss: args.loss,
-      klEpochs: args.klEpochs === undefined ? undefined : int(args.klEpochs, '--kl-epochs'),
-      klLr: args.klLr,
-      patience: int(args.patience, '--patience'),
-      student: args.student,
-      window: args.window === undefined ? null : int(args.window, '--window'),
-      weightDecay: args.weightDecay,
-      batchSize: int(args.batchSize, '--batch-size'),
-      input: args.input,
-      mlpGrad: args.mlpGrad,
-      rest: args.rest,
-      seed: int(args.seed, '--seed'),
-      out,
-      resume: args.resume,
-      overwrite: args.overwrite,
-      heldOutFraction: args.heldOut,
-      chunkSize: args.chunkSize === undefined ? undefined : int(args.chunkSize, '--chunk-size'),
-      cache: args.cache,
-      workers: args.workers ?? null,
-    });
+    await runDistill(distillOptions(args, layers, out));
   },
 };

@@ -1,34 +1,7 @@
 /** `synaxim fixture --shape tiny|magnus|llama-1b OUT` — deterministic random HF + INT4 .symb models. */
 import type { CommandModule } from 'yargs';
-import path from 'node:path';
-import { writeDirAtomic } from '../../util/atomic.ts';
-import { FIXTURE_SHAPES, type FixtureShape, writeFixtureHf } from '../../formats/fixture.ts';
-import { convertHfToSymb } from '../../formats/convert.ts';
-import { Progress } from '../../util/progress.ts';
+import { FIXTURE_SHAPES, type FixtureShape, isFixtureEntry, makeFixture } from '../../formats/fixture.ts';
 import { checkOutput } from '../../util/outputs.ts';
-
-/** What a fixture directory holds; anything else in OUT is the user's and is kept. */
-const FIXTURE_ENTRIES = ['hf', 'symb-int4'];
-const isFixtureEntry = (name: string) => FIXTURE_ENTRIES.includes(name);
-
-export async function makeFixture(shape: FixtureShape, out: string, opts: { seed?: number; groupSize?: number; quiet?: boolean } = {}): Promise<void> {
-  const log = (s: string) => opts.quiet || process.stderr.write(s + '\n');
-  await writeDirAtomic(out, async (tmp) => {
-    const hf = path.join(tmp, 'hf');
-    let bar: Progress | null = null;
-    let shardsDone = 0;
-    writeFixtureHf(shape, hf, opts.seed ?? 0, (done, total) => {
-      if (opts.quiet) return;
-      bar ??= new Progress({ label: `fixture ${shape}: hf shards`, total });
-      bar.tick(done - shardsDone);
-      shardsDone = done;
-    });
-    (bar as Progress | null)?.finish();
-    log(`fixture ${shape}: converting to int4 .symb`);
-    await convertHfToSymb(hf, path.join(tmp, 'symb-int4'), { quantize: 'int4', groupSize: opts.groupSize ?? (shape === 'tiny' ? 32 : 128) });
-  }, { isOurs: isFixtureEntry, marker: 'symb-int4' });
-  log(`wrote ${out}/hf and ${out}/symb-int4`);
-}
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const command: CommandModule<any, any> = {

@@ -7,46 +7,15 @@
 import type { CommandModule } from 'yargs';
 import { fail } from '../../util/errors.ts';
 import { checkOutput } from '../../util/outputs.ts';
-import { modelInputs } from '../../data/registry.ts';
-import { resolveModel } from '../../data/registry.ts';
+import { modelInputs, resolveModel } from '../../data/registry.ts';
 import { openModel } from '../../formats/openModel.ts';
 import { writeSafetensors, type StTensorToWrite } from '../../formats/safetensors.ts';
-import type { ModelWeights } from '../../formats/weights.ts';
-import { teacherPrefill, validateIds } from '../../teacher/teacher.ts';
-import { studentPrefill } from '../../engine/student.ts';
-import { readAdapter, readAdapterForModel } from '../../formats/adapter.ts';
+import { readAdapterForModel, type Adapter } from '../../formats/adapter.ts';
+import { validateIds } from '../../model/forward.ts';
+import { REST_POLICIES, type RestPolicy } from '../../model/policy.ts';
+import { engineForward, ENGINES, type Engine } from '../../engine/engines.ts';
 import { studentPolicyLine } from '../../engine/policyLine.ts';
 import { parseIdList, startBackend, withBackend } from '../common.ts';
-
-export const ENGINES = ['teacher', 'student'] as const;
-export type Engine = (typeof ENGINES)[number];
-export const REST_POLICIES = ['teacher', 'engine', 'fixed'] as const;
-export type RestPolicy = (typeof REST_POLICIES)[number];
-
-/** How the student is configured on the command line (see the student-engine issue). */
-export interface StudentOptions {
-  adapter: string | null;
-  rest: RestPolicy;
-}
-
-/** An engine's whole-sequence forward pass: logits [T, vocab] and optionally hidden.0 … hidden.L. */
-export interface SequenceForward {
-  (weights: ModelWeights, ids: number[], opts: { hidden: boolean }): { logits: Float32Array; hidden?: Float32Array[] };
-}
-
-const teacherForward: SequenceForward = (weights, ids, opts) => {
-  const r = teacherPrefill(weights, [ids], { hidden: opts.hidden });
-  return { logits: r.logits[0], hidden: r.hidden?.[0] };
-};
-
-/** The student's SequenceForward (chunked-parallel gate): hidden.i is the student's residual stream. */
-export function studentForward(student: StudentOptions): SequenceForward {
-  return (weights, ids, opts) => {
-    const adapter = student.adapter === null ? null : readAdapter(student.adapter, weights.config);
-    const r = studentPrefill(weights, [ids], { adapter, rest: student.rest, hidden: opts.hidden });
-    return { logits: r.logits[0]!, hidden: r.hidden?.[0] };
-  };
-}
 
 interface ForwardArgs {
   model: string;
@@ -75,13 +44,13 @@ export async function runForward(args: ForwardArgs): Promise<{ out: string; toke
   const weights = openModel(dir);
   try {
     validateIds(weights.config, ids, '--ids');
+    let adapter: Adapter | null = null;
     if (args.engine === 'student') {
-      const adapter = args.adapter !== undefined ? readAdapterForModel(args.adapter, weights, args.allowOtherBase ?? false) : null;
+      adapter = args.adapter !== undefined ? readAdapterForModel(args.adapter, weights, args.allowOtherBase ?? false) : null;
       process.stderr.write(studentPolicyLine('student', weights.config.numLayers, adapter, args.rest));
     }
-    const forward = args.engine === 'teacher' ? teacherForward : studentForward({ adapter: args.adapter ?? null, rest: args.rest });
     const t0 = performance.now();
-    const r = forward(weights, ids, { hidden: args.hidden });
+    const r = engineForward(weights, ids, { engine: args.engine, adapter, rest: args.rest }, args.hidden);
     const seconds = (performance.now() - t0) / 1000;
     const { vocabSize: V, hiddenSize: D } = weights.config;
     const T = ids.length;

@@ -11,58 +11,13 @@ import { resolveModel } from '../../data/registry.ts';
 import { Sampler } from '../../model/sampling.ts';
 import { openModel } from '../../formats/openModel.ts';
 import { loadTokenizer, type Tokenizer } from '../../formats/tokenizer.ts';
-import type { ModelWeights } from '../../formats/weights.ts';
-import { TeacherDecoder, validateIds } from '../../teacher/teacher.ts';
-import { StudentDecoder } from '../../engine/student.ts';
-import { readAdapter, readAdapterForModel } from '../../formats/adapter.ts';
+import { readAdapterForModel, type Adapter } from '../../formats/adapter.ts';
+import { validateIds } from '../../model/forward.ts';
+import { REST_POLICIES, type RestPolicy } from '../../model/policy.ts';
+import { engineDecoder, ENGINES, type Engine } from '../../engine/engines.ts';
+import { generateIds, type Decoder, type StopReason } from '../../engine/generate.ts';
 import { studentPolicyLine } from '../../engine/policyLine.ts';
 import { parseIdList, startBackend, withBackend } from '../common.ts';
-import { ENGINES, REST_POLICIES, type Engine, type RestPolicy, type StudentOptions } from './forward.ts';
-
-/** Incremental decoding, whatever the engine: feed a token, get the logits of the next. */
-export interface Decoder {
-  /** Tokens fed so far. */
-  readonly position: number;
-  step(id: number): Float32Array;
-  /** Feed several tokens (possibly batched); logits after the last. Default: `step` each. */
-  prefill?(ids: number[]): Float32Array;
-  dispose?(): void;
-}
-
-/** A Decoder running the student's recurrent form (constant memory per token). */
-export function studentDecoder(weights: ModelWeights, student: StudentOptions): Decoder {
-  const adapter = student.adapter === null ? null : readAdapter(student.adapter, weights.config);
-  return new StudentDecoder(weights, { adapter, rest: student.rest });
-}
-
-export type StopReason = 'eos' | 'max_tokens' | 'max_position';
-
-export interface GenerateOptions {
-  maxTokens: number;
-  sampler: Sampler;
-  eosIds: number[];
-  /** Positions the model supports (max_position_embeddings): decoding stops there. */
-  maxPositions: number;
-  /** Called with each generated id and the ids before it. */
-  onToken?: (id: number, prevIds: number[]) => void;
-}
-
-/** Feed the prompt, then sample up to maxTokens more. Returns prompt + generated ids. */
-export function generateIds(decoder: Decoder, promptIds: number[], o: GenerateOptions): { ids: number[]; stop: StopReason } {
-  const ids = [...promptIds];
-  if (o.maxTokens <= 0) return { ids, stop: 'max_tokens' };
-  let logits = decoder.prefill ? decoder.prefill(promptIds) : promptIds.map((id) => decoder.step(id)).at(-1)!;
-  for (let n = 0; ; ) {
-    const next = o.sampler.sample(logits);
-    o.onToken?.(next, ids);
-    ids.push(next);
-    n++;
-    if (o.eosIds.includes(next)) return { ids, stop: 'eos' };
-    if (n >= o.maxTokens) return { ids, stop: 'max_tokens' };
-    if (decoder.position >= o.maxPositions) return { ids, stop: 'max_position' };
-    logits = decoder.step(next);
-  }
-}
 
 interface GenerateArgs {
   model: string;
@@ -118,11 +73,12 @@ export async function runGenerate(args: GenerateArgs, write: (s: string) => void
     if (promptIds.length > c.maxPositionEmbeddings) fail(null, `prompt of ${promptIds.length} tokens is longer than the model's ${c.maxPositionEmbeddings} positions`);
     const eosIds = [...new Set([...c.eosTokenIds, ...(tokenizer?.eosIds ?? [])])];
 
+    let adapter: Adapter | null = null;
     if (args.engine === 'student') {
-      const adapter = args.adapter !== undefined ? readAdapterForModel(args.adapter, weights, args.allowOtherBase ?? false) : null;
+      adapter = args.adapter !== undefined ? readAdapterForModel(args.adapter, weights, args.allowOtherBase ?? false) : null;
       process.stderr.write(studentPolicyLine('student', c.numLayers, adapter, args.rest));
     }
-    decoder = args.engine === 'teacher' ? new TeacherDecoder(weights) : studentDecoder(weights, { adapter: args.adapter ?? null, rest: args.rest });
+    decoder = engineDecoder(weights, { engine: args.engine, adapter, rest: args.rest });
     const stream = !args.json;
     if (stream) write(tokenizer ? tokenizer.decode(promptIds) : promptIds.join(' '));
     const t0 = performance.now();

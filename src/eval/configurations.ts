@@ -1,0 +1,221 @@
+/**
+ * The configurations of an evaluation (see src/eval/runner.ts for the list): which ones apply to a
+ * model and adapter, the layer policy of each, and how each runs a batch of windows. Shared by
+ * `runEval` and its worker threads, so both run the same code.
+ */
+import type { ModelConfig } from '../formats/config.ts';
+import type { ModelWeights } from '../formats/weights.ts';
+import { adapterPolicyName, type Adapter } from '../formats/adapter.ts';
+import { formatBytes, gateStateBytesPerLayer, sameMemoryWindow } from '../engine/memory.ts';
+import { studentPrefill, type RestPolicy } from '../engine/student.ts';
+import { teacherPrefill, type PrefillResult } from '../teacher/teacher.ts';
+import { fail } from '../util/errors.ts';
+import { parseConfigurationName, type ConfigurationName, type WindowRequest } from '../data/suite.ts';
+import type { LayerPolicy } from './report.ts';
+
+/** How one configuration computes logits for a batch of windows. */
+export interface ConfigurationPlan {
+  name: ConfigurationName;
+  description: string;
+  weights: 'teacher' | 'student';
+  layers: LayerPolicy[];
+  /**
+   * The batch's logits (and hidden states when asked); `onLayerDone` after each layer (progress).
+   * May be asynchronous (an engine on another runtime, a cache read).
+   */
+  run: (sequences: number[][], hidden: boolean, onLayerDone?: (layer: number) => void) => PrefillResult | Promise<PrefillResult>;
+  /** `window-W`: W; `sameMemory` when it is the same-memory window. */
+  window?: number;
+  sameMemory?: boolean;
+}
+
+export const REST_TO_POLICY: Record<RestPolicy, LayerPolicy> = { engine: 'engine-v0.1.1', teacher: 'teacher', fixed: 'fixed' };
+
+function layerPolicies(numLayers: number, adapter: Adapter | null, rest: RestPolicy): LayerPolicy[] {
+  return Array.from({ length: numLayers }, (_, l) => (adapter && adapter.layers.includes(l) ? adapterPolicyName(adapter) : REST_TO_POLICY[rest]));
+}
+
+function windowPolicies(numLayers: number, window: number): LayerPolicy[] {
+  return Array.from({ length: numLayers }, () => `window-${window}` as const);
+}
+
+/** `window-W` in a report's layer list -> W; null for any other policy. */
+export function windowOfPolicy(p: LayerPolicy): number | null {
+  const m = /^window-([0-9]+)$/.exec(p);
+  return m ? Number(m[1]) : null;
+}
+
+/** `adapter-window-W` -> W (it keeps a gate state and the last W positions); null for any other policy. */
+export function adapterWindowOfPolicy(p: LayerPolicy): number | null {
+  const m = /^adapter-window-([0-9]+)$/.exec(p);
+  return m ? Number(m[1]) : null;
+}
+
+/**
+ * The eval's teacher stage: the reference every configuration is compared with, one batch of
+ * windows at a time. The one place the teacher's logits come from (a cache of the teacher's
+ * log-probs can stand in here: a row of log-probs is a row of logits to the statistics).
+ */
+export function teacherConfiguration(teacherWeights: ModelWeights): ConfigurationPlan {
+  return {
+    name: 'teacher',
+    description: `softmax attention on the teacher's weights (${teacherWeights.format} ${teacherWeights.storage})`,
+    weights: 'teacher',
+    layers: layerPolicies(teacherWeights.config.numLayers, null, 'teacher'),
+    run: (seqs, hidden, onLayerDone) => teacherPrefill(teacherWeights, seqs, { hidden, guardFinite: false, onLayerDone }),
+  };
+}
+
+/**
+ * Every configuration that applies to these weights (teacher first), each with how it runs a batch.
+ * Shared by `runEval` and its worker threads (`evalUnitInWorker`), so both run the same code.
+ */
+export function configurationPlans(
+  teacherWeights: ModelWeights,
+  studentWeights: ModelWeights,
+  adapter: Adapter | null,
+  rest: RestPolicy,
+  extra: ConfigurationName[] = [],
+  sameMemory: number | null = null,
+): ConfigurationPlan[] {
+  const c = teacherWeights.config;
+  const all: ConfigurationPlan[] = [
+    teacherConfiguration(teacherWeights),
+  ];
+  if (studentWeights !== teacherWeights && studentWeights.format === 'symb') {
+    all.push({
+      name: 'teacher-on-student-weights',
+      description: `softmax attention on the student's dequantized weights (${studentWeights.storage}): quantization error only`,
+      weights: 'student',
+      layers: layerPolicies(c.numLayers, null, 'teacher'),
+      run: (seqs, hidden, onLayerDone) => teacherPrefill(studentWeights, seqs, { hidden, guardFinite: false, onLayerDone }),
+    });
+  }
+  all.push({
+    name: 'engine',
+    description: 'every layer engine-v0.1.1 (the published engine, no adapter)',
+    weights: 'student',
+    layers: layerPolicies(c.numLayers, null, 'engine'),
+    run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'engine', hidden, guardFinite: false, onLayerDone }),
+  });
+  if (adapter) {
+    all.push({
+      name: 'adapter',
+      description: `adapted layers adapter-v1, the others ${REST_TO_POLICY[rest]} (--rest ${rest})`,
+      weights: 'student',
+      layers: layerPolicies(c.numLayers, adapter, rest),
+      run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter, rest, hidden, guardFinite: false, onLayerDone }),
+    });
+    all.push({
+      name: 'hybrid',
+      description: 'adapted layers adapter-v1, the others softmax attention',
+      weights: 'student',
+      layers: layerPolicies(c.numLayers, adapter, 'teacher'),
+      run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter, rest: 'teacher', hidden, guardFinite: false, onLayerDone }),
+    });
+  }
+  for (const name of extra) {
+    const plan = parametricPlan(name, c, studentWeights, adapter, sameMemory);
+    if (plan && !all.some((p) => p.name === plan.name)) all.push(plan);
+  }
+  return all;
+}
+
+/** The plan of a parametric configuration (`window-W`, `engine@L`, `adapter@L`); null when it does not apply. */
+function parametricPlan(name: ConfigurationName, c: ModelConfig, studentWeights: ModelWeights, adapter: Adapter | null, sameMemory: number | null): ConfigurationPlan | null {
+  const spec = parseConfigurationName(name);
+  if (!spec || spec.kind === 'fixed') return null;
+  if (spec.kind === 'window') {
+    const W = spec.window;
+    const same = W === sameMemory;
+    const cap = c.slidingWindow !== null && c.slidingWindow < W ? ` (capped by the model's sliding window ${c.slidingWindow})` : '';
+    return {
+      name,
+      description:
+        `every layer softmax attention over the last ${W} positions${cap}, on the student's weights, no parameters` +
+        (same ? `: the same memory as one gated layer's state (${formatBytes(gateStateBytesPerLayer(c))} per layer)` : ''),
+      weights: 'student',
+      layers: windowPolicies(c.numLayers, W),
+      window: W,
+      sameMemory: same,
+      run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'teacher', window: W, hidden, guardFinite: false, onLayerDone }),
+    };
+  }
+  const { policy, layers } = spec;
+  if (layers.some((l) => l >= c.numLayers)) return null;
+  if (policy === 'adapter' && (!adapter || layers.some((l) => !adapter.layers.includes(l)))) return null;
+  const softmaxLayers = Array.from({ length: c.numLayers }, (_, l) => l).filter((l) => !layers.includes(l));
+  const which = layers.length === 1 ? `layer ${layers[0]}` : `layers ${layers[0]}-${layers[layers.length - 1]}`;
+  return {
+    name,
+    description: `${which} ${policy === 'engine' ? 'engine-v0.1.1' : 'adapter-v1'}, the others softmax attention`,
+    weights: 'student',
+    layers: Array.from({ length: c.numLayers }, (_, l) => (layers.includes(l) ? (policy === 'engine' ? 'engine-v0.1.1' : 'adapter-v1') : 'teacher')),
+    run: (seqs, hidden, onLayerDone) =>
+      studentPrefill(studentWeights, seqs, { adapter: policy === 'adapter' ? adapter : null, rest: policy === 'engine' ? 'engine' : 'teacher', softmaxLayers, hidden, guardFinite: false, onLayerDone }),
+  };
+}
+
+/** Why a configuration does not apply here (for the error). */
+function whyInapplicable(name: ConfigurationName, c: ModelConfig, adapter: Adapter | null): string {
+  const spec = parseConfigurationName(name);
+  if (spec?.kind === 'layers') {
+    if (spec.layers.some((l) => l >= c.numLayers)) return `the model has layers 0-${c.numLayers - 1}`;
+    if (!adapter) return 'it needs --adapter';
+    return `the adapter has layers ${adapter.layers.join(',')}`;
+  }
+  return name === 'adapter' || name === 'hybrid' ? 'it needs --adapter' : 'the student is not a .symb conversion of another teacher';
+}
+
+/** Window sizes asked for, `same-memory` resolved; ascending. */
+export function resolveWindows(requests: WindowRequest[], c: ModelConfig): number[] {
+  return [...new Set(requests.map((w) => (w === 'same-memory' ? sameMemoryWindow(c) : w)))].sort((a, b) => a - b);
+}
+
+/** What `selectPlans` decided: the plans to run, and what the workers need to build the same. */
+export interface PlanSelection {
+  plans: ConfigurationPlan[];
+  /** Parametric configurations (window-W, engine@L, adapter@L) beyond the fixed ones. */
+  extra: ConfigurationName[];
+  /** The same-memory W when the window requests include it. */
+  sameMemory: number | null;
+  /** Asked for but not computed, and why. */
+  skipped: { name: string; why: string }[];
+}
+
+/**
+ * The configurations to run: those asked for (default: every one that applies), the window
+ * baselines on top, the teacher always (it is the reference).
+ */
+export function selectPlans(
+  teacherWeights: ModelWeights,
+  studentWeights: ModelWeights,
+  adapter: Adapter | null,
+  rest: RestPolicy,
+  ask: { configurations: ConfigurationName[] | null; windows: WindowRequest[]; skipInapplicable: boolean },
+): PlanSelection {
+  const c = teacherWeights.config;
+  // Window baselines come on top of the configurations asked for (every report answers "does the
+  // state beat a KV window of equal memory?" unless told `--window none`).
+  const requested = ask.configurations;
+  const sameMemory = ask.windows.includes('same-memory') ? sameMemoryWindow(c) : null;
+  const windowNames = resolveWindows(ask.windows, c).map((W) => `window-${W}` as ConfigurationName);
+  const extra = [...new Set([...(requested ?? []).filter((n) => parseConfigurationName(n)?.kind !== 'fixed'), ...windowNames])];
+  const all = configurationPlans(teacherWeights, studentWeights, adapter, rest, extra, sameMemory);
+  let wanted = requested ? [...requested, ...windowNames] : null;
+  if (wanted) {
+    for (const w of wanted) {
+      if (!all.some((p) => p.name === w) && !ask.skipInapplicable) fail(null, `configuration '${w}' does not apply here (${whyInapplicable(w, c, adapter)})`);
+    }
+    wanted = wanted.filter((w) => all.some((p) => p.name === w));
+  }
+  let plans = all.filter((p) => p.name === 'teacher' || !wanted || wanted.includes(p.name));
+  // An adapter on every layer leaves no layer to `rest`: `hybrid` would be `adapter` again (same
+  // figures, one series hiding the other in every chart), so it is not computed.
+  const skipped: { name: string; why: string }[] = [];
+  if (adapter && plans.some((p) => p.name === 'adapter') && plans.some((p) => p.name === 'hybrid') && adapter.layers.length >= c.numLayers && Array.from({ length: c.numLayers }, (_, l) => l).every((l) => adapter.layers.includes(l))) {
+    skipped.push({ name: 'hybrid', why: `identical to adapter: the adapter covers every layer (0-${c.numLayers - 1}), so no layer is left for softmax attention` });
+    plans = plans.filter((p) => p.name !== 'hybrid');
+  }
+  return { plans, extra, sameMemory, skipped };
+}
