@@ -1,6 +1,7 @@
 /**
  * (a) The symbiotic gate, forward + backward: the engine's chunked-parallel form (`gateChunked`,
- * src/model/gate.ts) against a faithful port of the SYNAXIM scripts' per-token loop:
+ * src/model/gate.ts) against its recurrent form (`gateRecurrent`), which does per token what the
+ * SYNAXIM scripts' loop does:
  *
  *   for t in range(T):
  *       g = sigmoid(z[t])
@@ -19,7 +20,7 @@
  * labelled in the results.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { defaultChunkSize, gateChunked, gateChunkedOutput, gateLogs, type GateSequence } from '../src/model/gate.ts';
+import { defaultChunkSize, gateChunked, gateChunkedOutput, gateLogs, gateRecurrent, type GateSequence } from '../src/model/gate.ts';
 import { pseudoRandom } from '../src/util/random.ts';
 import { sig } from './machine.ts';
 import { interleaved, type Timing } from './timing.ts';
@@ -72,23 +73,14 @@ function inputs(T: number, D: number, seed: number): { q: tf.Tensor2D; kHat: tf.
   });
 }
 
-/** The scripts' loop (see the file comment): r [T, D] and M_T [D, D]. */
+/**
+ * The per-token loop the chunked form is timed against: the product's recurrent form
+ * (`gateRecurrent`, src/model/gate.ts; its float64 reference is src/model/gate.naive.ts), fed gate
+ * logits as the scripts' loop is. Same D×D work per token as the scripts' loop (see the file
+ * comment), differentiable by the tape. r [T, D] and M_T [D, D].
+ */
 export function perTokenLoop(q: tf.Tensor2D, kHat: tf.Tensor2D, vHat: tf.Tensor2D, z: tf.Tensor1D): { r: tf.Tensor2D; state: tf.Tensor2D } {
-  return tf.tidy(() => {
-    const [T, D] = q.shape;
-    const g = tf.sigmoid(z);
-    let M = tf.zeros([D, D]) as tf.Tensor2D;
-    const rs: tf.Tensor2D[] = [];
-    for (let t = 0; t < T; t++) {
-      const gt = tf.slice(g, [t], [1]); // [1], broadcasts
-      const kt = tf.slice(kHat, [t, 0], [1, D]);
-      const vt = tf.slice(vHat, [t, 0], [1, D]);
-      const outer = tf.matMul(tf.reshape(kt, [D, 1]), vt); // torch.outer(k, v): [D, 1]·[1, D]
-      M = tf.add(tf.mul(gt, M), tf.mul(tf.sub(1, gt), outer)) as tf.Tensor2D;
-      rs.push(tf.matMul(tf.slice(q, [t, 0], [1, D]), M));
-    }
-    return { r: tf.concat(rs, 0) as tf.Tensor2D, state: M };
-  });
+  return gateRecurrent(chunkedSeq(q, kHat, vHat, z)); // gateRecurrent tidies its own intermediates
 }
 
 function chunkedSeq(q: tf.Tensor2D, kHat: tf.Tensor2D, vHat: tf.Tensor2D, z: tf.Tensor1D): GateSequence {

@@ -1,6 +1,7 @@
 /**
- * (b) and (d): the matmul-bound phases of one decoder layer, timed on the real code paths, against
- * the backend's own plain-matmul speed at the same shapes, and how their cost grows with T.
+ * (b) and (d): the matmul-bound phases of one decoder layer on the tfjs reference backend, timed on
+ * the real code paths, as GFLOP/s — which run.ts divides by the machine's sgemm peak measured in
+ * the same run (bench/limits.ts) — and how their cost grows with T.
  *
  * Phases (one layer, weights already on the backend — loading is timed separately):
  * - teacher prefill: `decoderLayer` with the teacher's softmax attention block (what eval's
@@ -10,12 +11,9 @@
  *   teacher, --mlp-grad exact): forward + MSE + gradients of the adapter parameters, B sequences;
  * - attention only (`causalAttention`) and gate only (`gateChunkedOutput`), for the growth in T.
  *
- * "Peak" is the backend's plain 2-D matMul (its fastest path, XNNPACK on wasm) timed on the very
- * weight tensors of the layer with an input of the same rows: the phase's ideal time is the sum
- * of the bare matmuls it must do (forward: q, k, v, o, gate, up, down; the distill step's backward
- * adds dX through down, gate, up and o — the same shapes as down/gate/gate/q forward, which is how
- * they are timed). fraction = ideal time / phase time = achieved / peak matmul throughput at the
- * same shapes. Everything in a group is timed interleaved (see timing.ts).
+ * FLOPs counted are those of the layer's projections (forward: q, k, v, o, gate, up, down; the
+ * distill step's backward adds dX through down, gate, up and o — the same shapes as down/gate/gate/q
+ * forward). Everything at one T is timed interleaved (see timing.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ropeCosSin, type LayerTensors } from '../src/model/nn.ts';
@@ -30,7 +28,7 @@ import { AdapterVariables, LayerSource, runPass, type PassContext, type TrainOpt
 import { pseudoRandom } from '../src/util/random.ts';
 import { sig } from './machine.ts';
 import { SyntheticWeights, withShape } from './synthetic.ts';
-import { interleaved, force, time, type Timing } from './timing.ts';
+import { interleaved, force, type Timing } from './timing.ts';
 
 export type MatrixName = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
 const MATRICES: MatrixName[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -67,11 +65,6 @@ export function matmulFlops(c: ModelConfig, T: number, ms: MatrixName[]): number
 export const FORWARD: MatrixName[] = MATRICES;
 /** dX of down ([T,D]·W_downᵀ: gate's shape), of gate and up ([T,I]·Wᵀ: down's shape), of o ([T,D]·W_oᵀ: q's shape when D = D_q). */
 export const DISTILL_BACKWARD: MatrixName[] = ['gate', 'down', 'down', 'q'];
-/**
- * The weights whose transposes the backward materialises (src/runtime/gradients.ts: on wasm, dX = dY·Wᵀ
- * runs as a plain matmul with an explicit Wᵀ, once per sequence): down, gate, up, o.
- */
-export const TRANSPOSED_IN_BACKWARD: MatrixName[] = ['down', 'gate', 'up', 'o'];
 
 /** One layer of a shape on the backend, owned by a distillation LayerSource (so runPass can use it too). */
 export class BenchLayer {
@@ -92,7 +85,6 @@ export class BenchLayer {
 export class PhaseInputs {
   readonly h: tf.Tensor2D;
   readonly rope: { cos: tf.Tensor2D; sin: tf.Tensor2D };
-  readonly matInputs: Map<number, tf.Tensor2D>;
   readonly attention: { q: tf.Tensor2D; k: tf.Tensor2D; v: tf.Tensor2D };
   readonly gate: ReturnType<typeof gateInputs>;
   readonly pass: PassContext;
@@ -108,11 +100,6 @@ export class PhaseInputs {
     const D = c.hiddenSize;
     this.h = tf.tensor2d(pseudoRandom(T * D, 3), [T, D]);
     this.rope = ropeCosSin(c, Array.from({ length: T }, (_, i) => i));
-    this.matInputs = new Map();
-    for (const m of MATRICES) {
-      const rows = matrixShape(c, m)[0];
-      if (!this.matInputs.has(rows)) this.matInputs.set(rows, tf.tensor2d(pseudoRandom(T * rows, 5 + rows), [T, rows]));
-    }
     this.attention = tf.tidy(() => {
       const { q, k, v } = qkvProjections(this.h, bl.layer);
       return { q: applyRope(q, c.numHeads, c.headDim, this.rope.cos, this.rope.sin), k: applyRope(k, c.numKvHeads, c.headDim, this.rope.cos, this.rope.sin), v };
@@ -131,7 +118,6 @@ export class PhaseInputs {
     this.h.dispose();
     this.rope.cos.dispose();
     this.rope.sin.dispose();
-    this.matInputs.forEach((t) => t.dispose());
     Object.values(this.attention).forEach((t) => t.dispose());
     Object.values(this.gate).forEach((t) => (t as tf.Tensor).dispose());
     this.params.dispose();
@@ -140,15 +126,11 @@ export class PhaseInputs {
 
 export type PhaseName = 'teacherLayer' | 'studentLayer' | 'distillStep' | 'attentionOnly' | 'gateOnly';
 
-/** The candidates of one sequence length: bare matmuls (one per matrix) and the phases asked for. */
-export function phaseCandidates(x: PhaseInputs, phases: PhaseName[], bare: boolean): Record<string, () => void> {
+/** The candidates of one sequence length: the phases asked for. */
+function phaseCandidates(x: PhaseInputs, phases: PhaseName[]): Record<string, () => void> {
   const { layer } = x.bl;
   const c = x.bl.config;
   const out: Record<string, () => void> = {};
-  if (bare) {
-    for (const m of MATRICES) out[`matmul.${m}`] = () => force(() => tf.matMul(x.matInputs.get(matrixShape(c, m)[0])!, layer[m]));
-    if (phases.includes('distillStep')) for (const m of TRANSPOSED_IN_BACKWARD) out[`transpose.${m}`] = () => force(() => tf.transpose(layer[m]));
-  }
   for (const p of phases) {
     switch (p) {
       case 'teacherLayer':
@@ -173,7 +155,7 @@ export function phaseCandidates(x: PhaseInputs, phases: PhaseName[], bare: boole
   return out;
 }
 
-export interface FractionRow {
+export interface PhaseRow {
   /** 'as is', or 'with wasmFixes' (src/runtime/wasmFixes.ts applied in that worker). */
   variant?: string;
   phase: 'teacher prefill (one layer)' | 'distill step (one layer)';
@@ -181,88 +163,37 @@ export interface FractionRow {
   T: number;
   sequences: number;
   phaseMs: number;
-  /** Σ of the bare matmuls the phase must do, at the same shapes (ms). */
-  idealMatmulMs: number;
   matmulGflop: number;
+  /** matmulGflop / phase time. */
   achievedGflops: number;
-  peakGflops: number;
-  /** idealMatmulMs / phaseMs = achieved / peak. */
-  fractionOfPeak: number;
-  /** Distill step: time of the weight transposes its backward materialises (per sequence), and the fraction without them. */
-  weightTransposeMs?: number;
-  fractionWithoutTransposes?: number;
 }
 
 export interface PhaseTimings {
   T: number;
-  /** Plain x [T, in] · W [in, out] (the form the code runs forward; XNNPACK packs W). */
-  matmulMs: Record<MatrixName, number>;
-  /** The same product as (W' · xᵀ)ᵀ with W' = Wᵀ [out, in] as the left operand (never packed): often faster. */
-  weightLeftMs: Record<MatrixName, number>;
-  /** tf.transpose of the weights the distill backward transposes (when a distill step was timed). */
-  transposeMs: Partial<Record<MatrixName, number>>;
   phases: Partial<Record<PhaseName, Timing>>;
 }
 
-/** Time the bare matmuls and the given phases at one sequence length (interleaved). */
+/** Time the given phases at one sequence length (interleaved). */
 export function timePhases(bl: BenchLayer, T: number, B: number, phases: PhaseName[], reps: number, warmup: number): PhaseTimings {
   const x = new PhaseInputs(bl, T, B);
   try {
-    // The other form of each product, one matrix at a time (its [out, in] copy is made and dropped here).
-    const weightLeftMs = {} as Record<MatrixName, number>;
-    for (const m of MATRICES) {
-      const wOutIn = tf.transpose(bl.layer[m]) as tf.Tensor2D;
-      const xT = tf.transpose(x.matInputs.get(matrixShape(bl.config, m)[0])!) as tf.Tensor2D;
-      try {
-        weightLeftMs[m] = time(() => force(() => tf.transpose(tf.matMul(wOutIn, xT))), reps, warmup).ms;
-      } finally {
-        wOutIn.dispose();
-        xT.dispose();
-      }
-    }
-    const t = interleaved(phaseCandidates(x, phases, true), reps, warmup);
-    const matmulMs = Object.fromEntries(MATRICES.map((m) => [m, t[`matmul.${m}`]!.ms])) as Record<MatrixName, number>;
-    const transposeMs: Partial<Record<MatrixName, number>> = {};
-    for (const m of TRANSPOSED_IN_BACKWARD) if (t[`transpose.${m}`]) transposeMs[m] = t[`transpose.${m}`]!.ms;
+    const t = interleaved(phaseCandidates(x, phases), reps, warmup);
     const ph: Partial<Record<PhaseName, Timing>> = {};
     for (const p of phases) ph[p] = t[p]!;
-    return { T, matmulMs, weightLeftMs, transposeMs, phases: ph };
+    return { T, phases: ph };
   } finally {
     x.dispose();
   }
 }
 
-/** The (b) rows from timings: teacher prefill and distill step as a fraction of peak. */
-export function fractionRows(shape: string, c: ModelConfig, t: PhaseTimings, B: number, opts: { backwardTransposes?: boolean } = {}): FractionRow[] {
-  const rows: FractionRow[] = [];
-  // The backend's peak at a shape: the faster of its two plain-matmul forms (x·W, or (W'·xᵀ)ᵀ).
-  const best = (m: MatrixName) => Math.min(t.matmulMs[m], t.weightLeftMs?.[m] ?? Infinity);
-  const ideal = (ms: MatrixName[]) => ms.reduce((a, m) => a + best(m), 0);
-  const make = (phase: FractionRow['phase'], ms: MatrixName[], phaseMs: number, seqs: number): FractionRow => {
-    const idealMs = ideal(ms) * seqs;
+/** The (b) rows from timings: teacher prefill and distill step as GFLOP/s of their projections. */
+export function phaseRows(shape: string, c: ModelConfig, t: PhaseTimings, B: number): PhaseRow[] {
+  const rows: PhaseRow[] = [];
+  const make = (phase: PhaseRow['phase'], ms: MatrixName[], phaseMs: number, seqs: number): PhaseRow => {
     const flops = matmulFlops(c, t.T, ms) * seqs;
-    return {
-      phase,
-      shape,
-      T: t.T,
-      sequences: seqs,
-      phaseMs: sig(phaseMs),
-      idealMatmulMs: sig(idealMs),
-      matmulGflop: sig(flops / 1e9),
-      achievedGflops: sig(flops / (phaseMs * 1e6)),
-      peakGflops: sig(flops / (idealMs * 1e6)),
-      fractionOfPeak: sig(idealMs / phaseMs),
-    };
+    return { phase, shape, T: t.T, sequences: seqs, phaseMs: sig(phaseMs), matmulGflop: sig(flops / 1e9), achievedGflops: sig(flops / (phaseMs * 1e6)) };
   };
   if (t.phases.teacherLayer) rows.push(make('teacher prefill (one layer)', FORWARD, t.phases.teacherLayer.ms, 1));
-  if (t.phases.distillStep) {
-    const row = make('distill step (one layer)', [...FORWARD, ...DISTILL_BACKWARD], t.phases.distillStep.ms, B);
-    const transposes = Object.values(t.transposeMs).reduce((a, b) => a + b, 0) * B;
-    if (transposes > 0 && opts.backwardTransposes !== false) {
-      row.weightTransposeMs = sig(transposes);
-      row.fractionWithoutTransposes = sig(row.idealMatmulMs / Math.max(1e-9, t.phases.distillStep.ms - transposes));
-    }
-    rows.push(row);
-  }
+  if (t.phases.distillStep) rows.push(make('distill step (one layer)', [...FORWARD, ...DISTILL_BACKWARD], t.phases.distillStep.ms, B));
   return rows;
 }

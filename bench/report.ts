@@ -7,6 +7,8 @@ import { writeFileAtomic } from '../src/util/atomic.ts';
 import { lines, renderSvg } from '../src/report/charts.ts';
 import type { BenchReport } from './run.ts';
 
+const sigText = (x: number) => String(Number(x.toPrecision(3)));
+
 function table(header: string[], rows: (string | number | null | undefined)[][]): string {
   const cell = (v: string | number | null | undefined) => (v === null || v === undefined ? '–' : String(v)).replace(/\|/g, '\\|');
   return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`)].join('\n');
@@ -62,28 +64,23 @@ export function findings(r: BenchReport): string[] {
         `With src/runtime/wasmFixes.ts (zero-copy Identity; dX = (W·dYᵀ)ᵀ) the same step peaks at ${fixed.heapMiBAfter} MiB${fixed.stepMs !== null ? ` in ${fixed.stepMs} ms` : ''}, same loss, same gradients.`,
     );
   }
-  const ph = r.phases?.rows ?? [];
-  const dAsIs = ph.find((f) => f.variant === 'as is' && f.phase.startsWith('distill'));
-  const dFixed = ph.find((f) => f.variant === 'with wasmFixes' && f.phase.startsWith('distill'));
-  if (dAsIs && dFixed) {
+  const nat = r.native?.rows.filter((n) => !n.skipped) ?? [];
+  if (nat.length) {
+    const l = r.native!.limits;
     out.push(
-      `**Distill step speed.** As is ${dAsIs.fractionOfPeak} of peak matmul throughput, ${dAsIs.weightTransposeMs} of its ${dAsIs.phaseMs} ms are the backward's weight transposes (tfjs-wasm transposes at ~0.25 GB/s); with the fixes ${dFixed.fractionOfPeak} of peak (${dFixed.sequences} sequences).`,
+      `**Native engine against the machine.** ${nat.map((n) => `${n.figure}: ${n.tokensPerSec} tok/s = ${n.rate} ${n.kind === 'prefill' ? 'GFLOP/s' : 'GB/s'}, ${n.fraction} of the ${n.limit} (${n.kind === 'prefill' ? `${l.sgemmPeakGflops} GFLOP/s` : `${l.copyGbPerSec} GB/s`})`).join('; ')}.`,
     );
   }
-  const t = r.phases?.timings;
-  if (t?.weightLeftMs) {
-    const names = Object.keys(t.matmulMs) as (keyof typeof t.matmulMs)[];
-    const plain = names.reduce((a, m) => a + t.matmulMs[m], 0);
-    const left = names.reduce((a, m) => a + t.weightLeftMs[m], 0);
+  const tfjsPrefill = r.phases?.rows.find((f) => f.phase.startsWith('teacher') && f.variant === 'as is');
+  if (tfjsPrefill && tfjsPrefill.fractionOfSgemmPeak !== null) {
     out.push(
-      `**Weight orientation.** At T ${t.T} the layer's products run ${Math.round((plain / left) * 100) / 100}× faster as (W'·xᵀ)ᵀ with W' [out, in] on the left than as x·W with W [in, out] (what \`linear\` does), and the left operand is never packed: ` +
-        'storing weights as PyTorch does ([out, in]) would also drop XNNPACK\'s packed second copy of every weight (the heap holds ~2× each layer while it runs — see the streaming table) and the host transpose on every upload.',
+      `**The tfjs reference backend.** One ${tfjsPrefill.shape} teacher layer at T ${tfjsPrefill.T} runs at ${tfjsPrefill.achievedGflops} GFLOP/s, ${tfjsPrefill.fractionOfSgemmPeak} of the machine's sgemm peak (${r.phases!.limits.sgemmPeakGflops} GFLOP/s, ${r.phases!.limits.sgemmPeakLibrary}).`,
     );
   }
   const ll = r.layerload?.rows ?? [];
   if (ll.length) {
     out.push(
-      `**Streaming a Magnus layer.** ${ll.map((l) => `${l.storage}: decode ${l.decodeMs} ms + transpose/upload ${l.uploadMs} ms`).join('; ')} per layer, per pass (a teacher layer computes 64 tokens in ~${r.phases?.rows[0]?.phaseMs ?? '?'} ms): a pass over fewer than a few hundred tokens spends more time loading weights than computing, so eval batches and distill steps should be as large as memory allows, and decoding must keep layers resident. Most of the upload is the host transpose to [in, out], which the [out, in] orientation would remove.`,
+      `**Streaming a Magnus layer.** ${ll.map((l) => `${l.storage}: decode ${l.decodeMs} ms + transpose/upload ${l.uploadMs} ms`).join('; ')} per layer, per pass (a teacher layer computes 64 tokens in ~${r.phases?.rows[0]?.phaseMs ?? '?'} ms): a pass over fewer than a few hundred tokens spends more time loading weights than computing, so eval batches and distill steps should be as large as memory allows, and decoding must keep layers resident.`,
     );
   }
   const sh = r.throughput?.shapes[0];
@@ -98,7 +95,7 @@ export function findings(r: BenchReport): string[] {
     const last = rows[rows.length - 1]!;
     out.push(
       `**Growth in T.** Over T ${rows[0]!.T}–${last.T} a ${r.scaling.shape} layer is linear (teacher ${r.scaling.exponents.teacherLayer}, student ${r.scaling.exponents.studentLayer}); the teacher's attention alone grows with exponent ${r.scaling.exponents.attentionOnly} but is ${Math.round((last.attentionOnlyMs / last.teacherLayerMs) * 1000) / 10}% of the layer at T ${last.T}. ` +
-        `The gate alone grows ~T² (${r.scaling.exponents.gateOnly}) up to its chunk size (512 at this width: one chunk is exact masked attention-like work), linear beyond. The distill step's exponent (${r.scaling.exponents.distillStep}) is below 1 because its per-step weight transposes are a fixed cost.`,
+        `The gate alone grows ~T² (${r.scaling.exponents.gateOnly}) up to its chunk size (512 at this width: one chunk is exact masked attention-like work), linear beyond. The distill step's exponent is ${r.scaling.exponents.distillStep}.`,
     );
   }
   const ev = r.magnus?.runs.find((m) => m.name.startsWith('eval'));
@@ -111,7 +108,7 @@ export function benchMarkdown(r: BenchReport, charts: { file: string; title: str
   const out: string[] = [];
   out.push('# SYNAXIM benchmark (`synaxim bench`)', '');
   out.push(
-    `Measured ${r.created} with preset \`${r.preset}\`. Every figure is a ratio of two measurements taken in the same run (interleaved, medians), so machine speed and load cancel as far as possible; absolute times are for this machine only.`,
+    `Measured ${r.created} with preset \`${r.preset}\`. Every speed is also given as a fraction of this machine's own limits, measured in the same run (below): prefill and training GFLOP/s ÷ the sgemm peak, decode bytes/s ÷ the memory-copy bandwidth. Other figures are ratios of two measurements of the same run (interleaved, medians). Absolute times are for this machine only.`,
     '',
   );
   out.push('## Machine', '');
@@ -122,8 +119,29 @@ export function benchMarkdown(r: BenchReport, charts: { file: string; title: str
     ),
     '',
   );
+  const l = m.limits;
+  if (l) {
+    out.push(`### Limits (measured ${l.measuredAt})`, '');
+    out.push(
+      table(
+        ['limit', 'how', 'threads', 'median ms', 'value'],
+        [
+          ...l.sgemm.map((g) => [`sgemm${g.library === l.sgemmPeakLibrary ? ' (reference peak)' : ''}`, `${g.library}: fp32 ${g.n}×${g.n}·${g.n}×${g.n}, ${g.reps} reps`, g.threads, g.medianMs, `${g.gflops} GFLOP/s`]),
+          ...l.copy.map((c) => [`memory copy${c.gbPerSec === l.copyGbPerSec ? ' (reference)' : ''}`, `${c.method} of ${Math.round(c.bytes / 2 ** 20)} MiB, ${c.reps} reps; bytes read + written`, 1, c.medianMs, `${c.gbPerSec} GB/s`]),
+        ],
+      ),
+      '',
+    );
+    if (l.numpyNote) out.push(`numpy: ${l.numpyNote}.`, '');
+  }
   out.push('## Headline', '');
-  out.push(table(['figure', 'value', 'target', 'meets', 'note'], r.headline.map((h) => [h.figure, h.value, h.target, h.meets === null ? '' : h.meets ? 'yes' : 'NO', h.note])), '');
+  out.push(
+    table(
+      ['figure', 'value', 'rate', 'of the machine limit', 'target', 'meets', 'note'],
+      r.headline.map((h) => [h.figure, h.value, h.rate ? `${h.rate.value} ${h.rate.unit}` : null, h.ofLimit ? `${h.ofLimit.fraction} of ${h.ofLimit.limit}` : null, h.target, h.meets === null ? '' : h.meets ? 'yes' : 'NO', h.note]),
+    ),
+    '',
+  );
   for (const c of charts) out.push(`![${c.title}](${c.file})`, '');
   const f = findings(r);
   if (f.length) out.push('## Findings', '', ...f.map((x) => `- ${x}`), '');
@@ -141,19 +159,14 @@ export function benchMarkdown(r: BenchReport, charts: { file: string; title: str
     );
   }
   if (r.phases) {
-    out.push(`## (b) Matmul-bound phases vs the backend's peak matmul throughput (measured ${r.phases.measuredAt})`, '');
+    out.push(`## (b) Matmul-bound phases on the tfjs reference backend vs the sgemm peak (measured ${r.phases.measuredAt})`, '');
     out.push(
       table(
-        ['variant', 'phase', 'shape', 'T', 'sequences', 'phase ms', 'Σ bare matmuls ms', 'GFLOP', 'achieved GFLOP/s', 'peak GFLOP/s', 'fraction', 'weight transposes ms', 'fraction without them'],
-        r.phases.rows.map((f) => [f.variant ?? '', f.phase, f.shape, f.T, f.sequences, f.phaseMs, f.idealMatmulMs, f.matmulGflop, f.achievedGflops, f.peakGflops, f.fractionOfPeak, f.weightTransposeMs, f.fractionWithoutTransposes]),
+        ['variant', 'phase', 'shape', 'T', 'sequences', 'phase ms', 'GFLOP', 'GFLOP/s', 'sgemm peak GFLOP/s', 'fraction of sgemm peak'],
+        r.phases.rows.map((f) => [f.variant ?? '', f.phase, f.shape, f.T, f.sequences, f.phaseMs, f.matmulGflop, f.achievedGflops, r.phases!.limits.sgemmPeakGflops, f.fractionOfSgemmPeak]),
       ),
       '',
-      'Peak at a shape = the faster of the backend\'s two plain-matmul forms of that product, timed on the layer\'s own weights: ' +
-        '`x·W` (W [in, out], what `linear` runs; XNNPACK packs W into a second copy) and `(W\'·xᵀ)ᵀ` (W\' [out, in] as the left operand: never packed). ms per projection, x·W / (W\'·xᵀ)ᵀ: ' +
-        Object.entries(r.phases.timings.matmulMs)
-          .map(([k, v]) => `${k} ${Math.round(v * 10) / 10} / ${Math.round((r.phases!.timings.weightLeftMs?.[k as keyof typeof r.phases.timings.matmulMs] ?? NaN) * 10) / 10}`)
-          .join(', ') +
-        '. The distill step\'s backward products are timed by the forward product of the same shape (DISTILL_BACKWARD in phases.ts).',
+      'GFLOP counts the layer\'s projections (the distill step adds the input gradients through down, gate, up and o).',
       '',
     );
   }
@@ -174,8 +187,8 @@ export function benchMarkdown(r: BenchReport, charts: { file: string; title: str
     if (r.throughput.models.length) {
       out.push(
         table(
-          ['model', 'layers', 'teacher prefill tok/s', 'prefill batch', 'student recurrent decode tok/s', 'teacher KV decode tok/s', 'student / teacher', 'decode context'],
-          r.throughput.models.map((x) => [x.model, x.layers, x.prefill.tokensPerSec, `${x.prefill.sequences} × ${x.prefill.T}`, x.decode.studentTokensPerSec, x.decode.teacherTokensPerSec, `${x.decode.studentOverTeacher}×`, x.decode.context]),
+          ['model', 'layers', 'teacher prefill tok/s', 'prefill batch', 'prefill GFLOP/s', 'of sgemm peak', 'student recurrent decode tok/s', 'decode GB/s', 'of copy bandwidth', 'teacher KV decode tok/s', 'student / teacher', 'decode context'],
+          r.throughput.models.map((x) => [x.model, x.layers, x.prefill.tokensPerSec, `${x.prefill.sequences} × ${x.prefill.T}`, x.prefill.gflops, x.fractionOfSgemmPeak.prefill, x.decode.studentTokensPerSec, x.decode.studentGbPerSec, x.fractionOfCopy.studentDecode, x.decode.teacherTokensPerSec, `${x.decode.studentOverTeacher}×`, x.decode.context]),
         ),
         '',
       );
@@ -183,8 +196,8 @@ export function benchMarkdown(r: BenchReport, charts: { file: string; title: str
     for (const s of r.throughput.shapes) {
       out.push(
         table(
-          ['shape', 'per layer: prefill tok/s (T)', 'per layer: student decode ms/token', 'per layer: teacher decode ms/token (context)', 'lm_head decode ms', 'EXTRAPOLATED whole model: prefill tok/s', 'student decode tok/s', 'teacher decode tok/s'],
-          [[s.shape, `${s.perLayer.prefillTokensPerSec} (${s.perLayer.prefillT})`, s.perLayer.studentDecodeMsPerToken, `${s.perLayer.teacherDecodeMsPerToken} (${s.perLayer.decodeContext})`, s.lmHeadDecodeMs, s.extrapolated.prefillTokensPerSec, s.extrapolated.studentDecodeTokensPerSec, s.extrapolated.teacherDecodeTokensPerSec]],
+          ['shape', 'per layer: prefill tok/s (T)', 'per layer: prefill GFLOP/s (of sgemm peak)', 'per layer: student decode ms/token', 'per layer: teacher decode ms/token (context)', 'lm_head decode ms', 'EXTRAPOLATED whole model: prefill tok/s', 'student decode tok/s', 'student decode GB/s (of copy bandwidth)', 'teacher decode tok/s'],
+          [[s.shape, `${s.perLayer.prefillTokensPerSec} (${s.perLayer.prefillT})`, `${s.perLayer.prefillGflops} (${s.fractionOfSgemmPeak.prefillPerLayer})`, s.perLayer.studentDecodeMsPerToken, `${s.perLayer.teacherDecodeMsPerToken} (${s.perLayer.decodeContext})`, s.lmHeadDecodeMs, s.extrapolated.prefillTokensPerSec, s.extrapolated.studentDecodeTokensPerSec, `${s.extrapolated.studentDecodeGbPerSec} (${s.fractionOfCopy.studentDecode})`, s.extrapolated.teacherDecodeTokensPerSec]],
         ),
         '',
         `- ${s.extrapolated.label}.`,
@@ -196,13 +209,34 @@ export function benchMarkdown(r: BenchReport, charts: { file: string; title: str
     out.push(`## (d) How cost grows with T, one ${r.scaling.shape} layer (measured ${r.scaling.measuredAt})`, '');
     out.push(
       table(
-        ['T', 'distill step ms', 'eval (teacher + engine) ms', 'teacher layer ms', 'student layer ms', 'teacher attention ms', 'gate ms', 'teacher prefill / peak', 'distill step / peak'],
-        r.scaling.rows.map((x) => [x.T, x.distillStepMs, x.evalLayerMs, x.teacherLayerMs, x.studentLayerMs, x.attentionOnlyMs, x.gateOnlyMs, x.fractionOfPeak.teacherPrefill, x.fractionOfPeak.distillStep]),
+        ['T', 'distill step ms', 'eval (teacher + engine) ms', 'teacher layer ms', 'student layer ms', 'teacher attention ms', 'gate ms', 'teacher prefill GFLOP/s (of sgemm peak)', 'distill step GFLOP/s (of sgemm peak)'],
+        r.scaling.rows.map((x) => [x.T, x.distillStepMs, x.evalLayerMs, x.teacherLayerMs, x.studentLayerMs, x.attentionOnlyMs, x.gateOnlyMs, `${x.gflops.teacherPrefill} (${x.fractionOfSgemmPeak.teacherPrefill})`, `${x.gflops.distillStep} (${x.fractionOfSgemmPeak.distillStep})`]),
       ),
       '',
       `Growth exponents (slope of log time on log T; 1 = linear, 2 = quadratic): ${Object.entries(r.scaling.exponents)
         .map(([k, v]) => `${k} ${v}`)
         .join(', ')}.`,
+      '',
+    );
+  }
+  if (r.native) {
+    const l = r.native.limits;
+    out.push(`## The native engine (ONNX Runtime) against issue 15's targets (measured ${r.native.measuredAt})`, '');
+    out.push(
+      table(
+        ['figure', 'tok/s', 'work per token', 'rate', 'of the machine limit', 'reference tok/s (recorded, not measured here)', 'detail'],
+        r.native.rows.map((n) => [
+          n.figure,
+          n.tokensPerSec,
+          n.kind === 'prefill' ? `${sigText(n.workPerToken / 1e9)} GFLOP` : `${sigText(n.workPerToken / 2 ** 20)} MiB`,
+          n.rate === null ? null : `${n.rate} ${n.kind === 'prefill' ? 'GFLOP/s' : 'GB/s'}`,
+          n.fraction === null ? null : `${n.fraction} of ${n.limit} (${n.limit === 'sgemm peak' ? `${l.sgemmPeakGflops} GFLOP/s` : `${l.copyGbPerSec} GB/s`})`,
+          n.referenceTokensPerSec ? `${n.referenceTokensPerSec.low === n.referenceTokensPerSec.high ? n.referenceTokensPerSec.low : `${n.referenceTokensPerSec.low}–${n.referenceTokensPerSec.high}`} (${n.referenceTokensPerSec.source})` : null,
+          n.skipped ? `skipped: ${n.skipped}` : n.detail,
+        ]),
+      ),
+      '',
+      'Prefill work = FLOPs of the projections, causal attention and lm_head per token; decode work = bytes of the weights as stored (INT4 codes + f32 group scales), the lm_head and the gate states, read once per token (bench/costs.ts).',
       '',
     );
   }

@@ -1,11 +1,18 @@
 /**
- * `synaxim bench`: every figure a ratio of two measurements taken in the same run on this machine.
+ * `synaxim bench`: every speed a fraction of this machine's own limits, measured in the same run
+ * (bench/limits.ts: the sgemm peak of onnxruntime-node and numpy/OpenBLAS, and the memory-copy
+ * bandwidth; the `machine.limits` of the report): prefill GFLOP/s ÷ sgemm peak, decode bytes/s ÷
+ * copy bandwidth. Other figures are ratios of two measurements of the same run.
  *
  *   gate        (a) chunked-parallel gate fwd+bwd vs the scripts' per-token loop, Magnus dims
- *   phases      (b) teacher prefill / distill step of one layer as a fraction of the backend's
- *                   plain-matmul throughput at the same shapes
- *   throughput  (c) prefill and decode tokens/s: stories260k (whole model), Magnus (one layer,
- *                   extrapolated and labelled)
+ *   phases      (b) teacher prefill / distill step of one layer on the tfjs reference backend:
+ *                   GFLOP/s ÷ sgemm peak
+ *   throughput  (c) prefill and decode on the tfjs reference backend: stories260k (whole model),
+ *                   Magnus (one layer, extrapolated and labelled); GFLOP/s ÷ sgemm peak, bytes/s ÷
+ *                   copy bandwidth
+ *   native      the ONNX Runtime engine (src/native) against the targets of issue 15: teacher
+ *                   prefill at context 512 (Llama-3.2-1B layer sizes), student engine decode (INT4),
+ *                   stories260k decode; skipped with a line while src/native lacks what they need
  *   scaling     (d) distill step and eval (teacher + engine layer) time vs T = 64 … 1024
  *   workers     1 vs 2 worker threads on the same work
  *   layerload   streaming one Magnus layer: BF16 / int4 decode and upload (needs --magnus DIR)
@@ -19,9 +26,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeJsonAtomic } from '../src/util/atomic.ts';
 import { openModel } from '../src/formats/openModel.ts';
-import { describeMachine, rss, type MachineInfo, type RssInfo } from './machine.ts';
+import { describeMachine, rss, sig, type MachineInfo, type RssInfo } from './machine.ts';
 import type { GateBenchRow } from './gate.ts';
-import type { FractionRow, PhaseTimings } from './phases.ts';
+import type { PhaseRow, PhaseTimings } from './phases.ts';
+import { fractionOf, measureLimits, type LimitSizes, type MachineLimits } from './limits.ts';
+import { nativeSection, type NativeRow, type NativeSizes } from './native.ts';
 import type { PhasesResult } from './sections.ts';
 import { layerLoadTiming, type HeapGrowth, type LayerLoadTiming, type ModelThroughput, type ShapeThroughput } from './throughput.ts';
 import { WorkerPool } from '../src/runtime/workers.ts';
@@ -31,12 +40,14 @@ import { measureCommand, type CommandRun } from './runs.ts';
 import type { BenchShape } from './synthetic.ts';
 import { writeBenchReadme } from './report.ts';
 
-export const BENCH_SCHEMA = 'synaxim-bench/1';
-export const SECTIONS = ['gate', 'phases', 'trainmemory', 'throughput', 'scaling', 'workers', 'layerload', 'magnus'] as const;
+export const BENCH_SCHEMA = 'synaxim-bench/2';
+export const SECTIONS = ['gate', 'phases', 'trainmemory', 'throughput', 'scaling', 'workers', 'native', 'layerload', 'magnus'] as const;
 export type Section = (typeof SECTIONS)[number];
 export type Preset = 'full' | 'quick' | 'tiny';
 
 export interface Sizes {
+  limits: LimitSizes;
+  native: NativeSizes;
   gate: { D: number; Ts: number[]; loopTokens: number; reps: number };
   phases: { shape: BenchShape; T: number; B: number; reps: number };
   throughput: { model: { sequences: number; T: number; context: number; steps: number; reps: number }; shape: BenchShape | null; context: number; steps: number };
@@ -49,6 +60,8 @@ export function presetSizes(p: Preset): Sizes {
   switch (p) {
     case 'full':
       return {
+        limits: { n: 2048, reps: 7, copyBytes: 256 * 2 ** 20, copyReps: 7, numpy: true },
+        native: { shape: 'llama-1b', layers: 4, vocab: 32000, groupSize: 128, context: 512, prefillReps: 3, decodeWarmup: 8, decodeSteps: 32 },
         gate: { D: 4096, Ts: [64, 512], loopTokens: 4, reps: 2 },
         phases: { shape: 'magnus', T: 64, B: 2, reps: 2 },
         throughput: { model: { sequences: 8, T: 256, context: 128, steps: 64, reps: 3 }, shape: 'magnus', context: 512, steps: 8 },
@@ -58,6 +71,8 @@ export function presetSizes(p: Preset): Sizes {
       };
     case 'quick':
       return {
+        limits: { n: 2048, reps: 3, copyBytes: 256 * 2 ** 20, copyReps: 3, numpy: true },
+        native: { shape: 'llama-1b', layers: 4, vocab: 32000, groupSize: 128, context: 512, prefillReps: 1, decodeWarmup: 4, decodeSteps: 16 },
         gate: { D: 4096, Ts: [64, 512], loopTokens: 2, reps: 1 },
         phases: { shape: 'magnus', T: 64, B: 1, reps: 1 },
         throughput: { model: { sequences: 4, T: 128, context: 64, steps: 32, reps: 1 }, shape: 'magnus', context: 128, steps: 4 },
@@ -67,6 +82,8 @@ export function presetSizes(p: Preset): Sizes {
       };
     case 'tiny':
       return {
+        limits: { n: 128, reps: 3, copyBytes: 4 * 2 ** 20, copyReps: 3, numpy: true },
+        native: { shape: 'small', layers: 2, vocab: 512, groupSize: 32, context: 16, prefillReps: 1, decodeWarmup: 2, decodeSteps: 3 },
         gate: { D: 64, Ts: [16, 32], loopTokens: 4, reps: 1 },
         phases: { shape: 'small', T: 16, B: 1, reps: 1 },
         throughput: { model: { sequences: 2, T: 16, context: 8, steps: 4, reps: 1 }, shape: null, context: 8, steps: 2 },
@@ -77,9 +94,15 @@ export function presetSizes(p: Preset): Sizes {
   }
 }
 
+export type LimitName = 'sgemm peak' | 'copy bandwidth';
+
 export interface HeadlineRow {
   figure: string;
   value: number | null;
+  /** What a speed is made of: GFLOP/s (prefill, training) or GB/s (decode); null for other figures. */
+  rate: { value: number; unit: 'GFLOP/s' | 'GB/s' } | null;
+  /** rate ÷ the machine limit it is measured against (machine.limits of the run that measured it). */
+  ofLimit: { fraction: number; limit: LimitName; limitValue: number } | null;
   target: string | null;
   meets: boolean | null;
   note: string;
@@ -94,20 +117,39 @@ export interface ScalingRow {
   distillStepMs: number;
   attentionOnlyMs: number;
   gateOnlyMs: number;
-  fractionOfPeak: { teacherPrefill: number; distillStep: number };
+  /** Projection GFLOP/s of the teacher layer and of the distill step (phases.ts FLOP counts). */
+  gflops: { teacherPrefill: number; distillStep: number };
+  /** gflops ÷ the sgemm peak of the same run. */
+  fractionOfSgemmPeak: { teacherPrefill: number | null; distillStep: number | null };
 }
+
+/** The limits a section's ratios were divided by (those of the run that measured it). */
+export interface LimitsUsed {
+  measuredAt: string;
+  sgemmPeakGflops: number;
+  sgemmPeakLibrary: string;
+  copyGbPerSec: number;
+}
+
+export type RatedPhaseRow = PhaseRow & { fractionOfSgemmPeak: number | null };
+export type RatedModelThroughput = ModelThroughput & { fractionOfSgemmPeak: { prefill: number | null }; fractionOfCopy: { studentDecode: number | null } };
+export type RatedShapeThroughput = ShapeThroughput & { fractionOfSgemmPeak: { prefillPerLayer: number | null }; fractionOfCopy: { studentDecode: number | null } };
+export type RatedNativeRow = NativeRow & { limit: LimitName; fraction: number | null };
 
 export interface BenchReport {
   schema: string;
   created: string;
   preset: Preset;
-  machine: MachineInfo;
+  /** The machine, and its limits measured at the start of this run. */
+  machine: MachineInfo & { limits: MachineLimits };
   headline: HeadlineRow[];
   gate?: { measuredAt: string; rows: GateBenchRow[] };
-  phases?: { measuredAt: string; rows: FractionRow[]; timings: PhaseTimings; timingsWithFixes?: PhaseTimings };
-  throughput?: { measuredAt: string; models: ModelThroughput[]; shapes: ShapeThroughput[] };
+  phases?: { measuredAt: string; limits: LimitsUsed; rows: RatedPhaseRow[]; timings: PhaseTimings; timingsWithFixes?: PhaseTimings };
+  throughput?: { measuredAt: string; limits: LimitsUsed; models: RatedModelThroughput[]; shapes: RatedShapeThroughput[] };
+  native?: { measuredAt: string; limits: LimitsUsed; rows: RatedNativeRow[] };
   scaling?: {
     measuredAt: string;
+    limits: LimitsUsed;
     shape: string;
     rows: ScalingRow[];
     /** Least-squares slope of log(time) on log(T): 1 = linear, 2 = quadratic. */
@@ -162,60 +204,130 @@ function readPrevious(file: string): Partial<BenchReport> {
   }
 }
 
+const gflopsRate = (value: number): HeadlineRow['rate'] => ({ value, unit: 'GFLOP/s' });
+const gbRate = (value: number): HeadlineRow['rate'] => ({ value, unit: 'GB/s' });
+const ofSgemm = (fraction: number | null, l: LimitsUsed): HeadlineRow['ofLimit'] => (fraction === null ? null : { fraction, limit: 'sgemm peak', limitValue: l.sgemmPeakGflops });
+const ofCopy = (fraction: number | null, l: LimitsUsed): HeadlineRow['ofLimit'] => (fraction === null ? null : { fraction, limit: 'copy bandwidth', limitValue: l.copyGbPerSec });
+
+/** Issue 15's targets: prefill ≥ 0.35 of the sgemm peak; decode bytes/s ≥ 0.5 of copy bandwidth at 1B sizes. */
+export const PREFILL_TARGET = 0.35;
+export const DECODE_BANDWIDTH_TARGET = 0.5;
+
 export function headline(r: BenchReport): HeadlineRow[] {
   const rows: HeadlineRow[] = [];
-  for (const g of r.gate?.rows ?? []) {
+  const plain = (figure: string, value: number | null, target: string | null, meets: boolean | null, note: string): HeadlineRow => ({ figure, value, rate: null, ofLimit: null, target, meets, note });
+  const lim = r.machine?.limits;
+  if (lim) {
+    for (const g of lim.sgemm) rows.push({ ...plain(`machine: sgemm ${g.n}³ fp32, ${g.library}, ${g.threads} threads`, g.gflops, null, null, `GFLOP/s, median of ${g.reps}${g.library === lim.sgemmPeakLibrary ? '; the reference peak' : ''}`), rate: gflopsRate(g.gflops) });
+    if (lim.numpyNote) rows.push(plain('machine: sgemm with numpy', null, null, null, lim.numpyNote));
+    for (const c of lim.copy) rows.push({ ...plain(`machine: memory copy, ${c.method}, ${Math.round(c.bytes / 2 ** 20)} MiB`, c.gbPerSec, null, null, `GB/s read + written, median of ${c.reps}${c.gbPerSec === lim.copyGbPerSec ? '; the reference bandwidth' : ''}`), rate: gbRate(c.gbPerSec) });
+  }
+  for (const n of r.native?.rows ?? []) {
+    const l = r.native!.limits;
+    if (n.kind === 'prefill') {
+      rows.push({
+        figure: `${n.figure}: tokens/s`,
+        value: n.tokensPerSec,
+        rate: n.rate === null ? null : gflopsRate(n.rate),
+        ofLimit: ofSgemm(n.fraction, l),
+        target: `≥ ${PREFILL_TARGET} of sgemm peak`,
+        meets: n.fraction === null ? null : n.fraction >= PREFILL_TARGET,
+        note: n.skipped ? `skipped: ${n.skipped}` : n.detail,
+      });
+      continue;
+    }
+    const ref = n.referenceTokensPerSec;
+    const refText = ref ? (ref.low === ref.high ? `${ref.low}` : `${ref.low}–${ref.high}`) : null;
     rows.push({
-      figure: `gate fwd+bwd speed-up, chunked vs per-token loop, D ${g.D}, T ${g.T}`,
-      value: g.speedup,
-      target: g.T === 64 && g.D === 4096 ? '≥ 20×' : null,
-      meets: g.T === 64 && g.D === 4096 ? g.speedup >= 20 : null,
-      note: `with the final state; training path (no final state) ${g.speedupTrainingPath}×; ${g.note}`,
+      figure: `${n.figure}: tokens/s`,
+      value: n.tokensPerSec,
+      rate: n.rate === null ? null : gbRate(n.rate),
+      ofLimit: ofCopy(n.fraction, l),
+      target: refText ? `≥ ${refText} tok/s (reference numpy engine, recorded in issue 15, not measured here)` : null,
+      meets: refText && n.tokensPerSec !== null ? n.tokensPerSec >= ref!.high : null,
+      note: n.skipped ? `skipped: ${n.skipped}` : `${n.detail}; ${sig(n.workPerToken / 2 ** 20)} MiB read per token (${ref?.source ?? 'no recorded reference at this size'})`,
     });
+    if (n.bandwidthTarget) {
+      rows.push({
+        figure: `${n.figure}: bytes/s ÷ copy bandwidth`,
+        value: n.fraction,
+        rate: n.rate === null ? null : gbRate(n.rate),
+        ofLimit: ofCopy(n.fraction, l),
+        target: `≥ ${DECODE_BANDWIDTH_TARGET} of copy bandwidth`,
+        meets: n.fraction === null ? null : n.fraction >= DECODE_BANDWIDTH_TARGET,
+        note: n.skipped ? `skipped: ${n.skipped}` : 'weights as stored (int4 + f32 group scales), lm_head and gate states read once per token',
+      });
+    }
+  }
+  for (const g of r.gate?.rows ?? []) {
+    rows.push(plain(
+      `gate fwd+bwd speed-up, chunked vs per-token loop, D ${g.D}, T ${g.T}`,
+      g.speedup,
+      g.T === 64 && g.D === 4096 ? '≥ 20×' : null,
+      g.T === 64 && g.D === 4096 ? g.speedup >= 20 : null,
+      `with the final state; training path (no final state) ${g.speedupTrainingPath}×; ${g.note}`,
+    ));
   }
   for (const f of r.phases?.rows ?? []) {
-    rows.push({ figure: `${f.phase} / peak matmul, ${f.shape}, T ${f.T}, ${f.sequences} seq${f.sequences > 1 ? 's' : ''}${f.variant ? ` (${f.variant})` : ''}`, value: f.fractionOfPeak, target: '≥ 0.6', meets: f.fractionOfPeak >= 0.6, note: `${f.achievedGflops} of ${f.peakGflops} GFLOP/s${f.fractionWithoutTransposes !== undefined ? `; ${f.fractionWithoutTransposes} without the ${f.weightTransposeMs} ms of weight transposes its backward materialises` : ''}` });
-  }
-  for (const t of r.trainmemory?.rows ?? []) {
     rows.push({
-      figure: `distill step, one ${t.shape} layer, ${t.sequences} seqs × ${t.T}: wasm heap MiB (${t.variant})`,
-      value: t.heapMiBAfter,
-      target: '< 4096 (wasm32 limit)',
-      meets: t.ok && t.heapMiBAfter !== null ? t.heapMiBAfter < 4096 : false,
-      note: t.ok ? `step ${t.stepMs} ms; loss ${t.loss}; d/d gate_bias ${t.gradGateBias}` : `FAILED: ${t.error}`,
-    });
-  }
-  for (const m of r.throughput?.models ?? []) {
-    rows.push({ figure: `${m.model}: teacher prefill tokens/s`, value: m.prefill.tokensPerSec, target: null, meets: null, note: `${m.prefill.sequences} × ${m.prefill.T} tokens, whole model` });
-    rows.push({ figure: `${m.model}: student recurrent decode tokens/s`, value: m.decode.studentTokensPerSec, target: null, meets: null, note: `${m.decode.studentOverTeacher}× the teacher's KV-cache decode at context ${m.decode.context}` });
-  }
-  for (const s of r.throughput?.shapes ?? []) {
-    rows.push({ figure: `${s.shape}: teacher prefill tokens/s per layer`, value: s.perLayer.prefillTokensPerSec, target: null, meets: null, note: `T ${s.perLayer.prefillT}; whole model ${s.extrapolated.prefillTokensPerSec} tok/s (extrapolated)` });
-    rows.push({
-      figure: `${s.shape}: student decode tokens/s, whole model (EXTRAPOLATED from one layer)`,
-      value: s.extrapolated.studentDecodeTokensPerSec,
+      figure: `tfjs ${r.machine.backend}: ${f.phase}, ${f.shape}, T ${f.T}, ${f.sequences} seq${f.sequences > 1 ? 's' : ''}${f.variant ? ` (${f.variant})` : ''}: ms`,
+      value: f.phaseMs,
+      rate: gflopsRate(f.achievedGflops),
+      ofLimit: ofSgemm(f.fractionOfSgemmPeak, r.phases!.limits),
       target: null,
       meets: null,
-      note: `${s.extrapolated.studentOverTeacher}× the teacher's KV decode at context ${s.perLayer.decodeContext}; compute only`,
+      note: `${f.matmulGflop} GFLOP of projections`,
+    });
+  }
+  for (const t of r.trainmemory?.rows ?? []) {
+    rows.push(plain(
+      `distill step, one ${t.shape} layer, ${t.sequences} seqs × ${t.T}: wasm heap MiB (${t.variant})`,
+      t.heapMiBAfter,
+      '< 4096 (wasm32 limit)',
+      t.ok && t.heapMiBAfter !== null ? t.heapMiBAfter < 4096 : false,
+      t.ok ? `step ${t.stepMs} ms; loss ${t.loss}; d/d gate_bias ${t.gradGateBias}` : `FAILED: ${t.error}`,
+    ));
+  }
+  for (const m of r.throughput?.models ?? []) {
+    const l = r.throughput!.limits;
+    rows.push({ figure: `tfjs: ${m.model}: teacher prefill tokens/s`, value: m.prefill.tokensPerSec, rate: gflopsRate(m.prefill.gflops), ofLimit: ofSgemm(m.fractionOfSgemmPeak.prefill, l), target: null, meets: null, note: `${m.prefill.sequences} × ${m.prefill.T} tokens, whole model` });
+    rows.push({ figure: `tfjs: ${m.model}: student recurrent decode tokens/s`, value: m.decode.studentTokensPerSec, rate: gbRate(m.decode.studentGbPerSec), ofLimit: ofCopy(m.fractionOfCopy.studentDecode, l), target: null, meets: null, note: `${m.decode.studentOverTeacher}× the teacher's KV-cache decode at context ${m.decode.context}; f32 weights` });
+  }
+  for (const s of r.throughput?.shapes ?? []) {
+    const l = r.throughput!.limits;
+    rows.push({ figure: `tfjs: ${s.shape}: teacher prefill tokens/s per layer`, value: s.perLayer.prefillTokensPerSec, rate: gflopsRate(s.perLayer.prefillGflops), ofLimit: ofSgemm(s.fractionOfSgemmPeak.prefillPerLayer, l), target: null, meets: null, note: `T ${s.perLayer.prefillT}; whole model ${s.extrapolated.prefillTokensPerSec} tok/s (extrapolated)` });
+    rows.push({
+      figure: `tfjs: ${s.shape}: student decode tokens/s, whole model (EXTRAPOLATED from one layer)`,
+      value: s.extrapolated.studentDecodeTokensPerSec,
+      rate: gbRate(s.extrapolated.studentDecodeGbPerSec),
+      ofLimit: ofCopy(s.fractionOfCopy.studentDecode, l),
+      target: null,
+      meets: null,
+      note: `${s.extrapolated.studentOverTeacher}× the teacher's KV decode at context ${s.perLayer.decodeContext}; compute only, f32 weights`,
     });
   }
   if (r.scaling) {
     const e = r.scaling.exponents;
-    rows.push({ figure: `growth exponent in T (${r.scaling.shape} layer): distill step`, value: e.distillStep ?? null, target: '≈ 1 (linear)', meets: null, note: `T ${r.scaling.rows.map((x) => x.T).join(', ')}` });
-    rows.push({ figure: 'growth exponent in T: eval (teacher + engine layer)', value: e.evalLayer ?? null, target: null, meets: null, note: `student layer ${e.studentLayer}, teacher layer ${e.teacherLayer}` });
-    rows.push({ figure: 'growth exponent in T: teacher attention term alone', value: e.attentionOnly ?? null, target: '≈ 2 (quadratic)', meets: null, note: `gate alone ${e.gateOnly}` });
+    rows.push(plain(`growth exponent in T (${r.scaling.shape} layer): distill step`, e.distillStep ?? null, '≈ 1 (linear)', null, `T ${r.scaling.rows.map((x) => x.T).join(', ')}`));
+    rows.push(plain('growth exponent in T: eval (teacher + engine layer)', e.evalLayer ?? null, null, null, `student layer ${e.studentLayer}, teacher layer ${e.teacherLayer}`));
+    rows.push(plain('growth exponent in T: teacher attention term alone', e.attentionOnly ?? null, '≈ 2 (quadratic)', null, `gate alone ${e.gateOnly}`));
   }
-  for (const w of r.workers?.rows ?? []) rows.push({ figure: `2 vs 1 worker threads: ${w.work}`, value: w.speedup, target: null, meets: null, note: w.note });
+  for (const w of r.workers?.rows ?? []) rows.push(plain(`2 vs 1 worker threads: ${w.work}`, w.speedup, null, null, w.note));
   for (const m of r.magnus?.runs ?? []) {
-    rows.push({
-      figure: `Magnus run: ${m.name} peak RSS GiB`,
-      value: m.peakRssGiB,
-      target: `≤ ${r.magnus!.limitGiB} GiB`,
-      meets: m.peakRssGiB !== null && m.exitCode === 0 ? m.peakRssGiB <= r.magnus!.limitGiB : false,
-      note: `exit ${m.exitCode}, wall ${m.wallSec} s${m.exitCode !== 0 ? ` — ${(m.tail ?? '').split('\n').find((l) => /error/i.test(l)) ?? 'failed'}` : ''}${m.note ? `; ${m.note}` : ''}`,
-    });
+    rows.push(plain(
+      `Magnus run: ${m.name} peak RSS GiB`,
+      m.peakRssGiB,
+      `≤ ${r.magnus!.limitGiB} GiB`,
+      m.peakRssGiB !== null && m.exitCode === 0 ? m.peakRssGiB <= r.magnus!.limitGiB : false,
+      `exit ${m.exitCode}, wall ${m.wallSec} s${m.exitCode !== 0 ? ` — ${(m.tail ?? '').split('\n').find((l) => /error/i.test(l)) ?? 'failed'}` : ''}${m.note ? `; ${m.note}` : ''}`,
+    ));
   }
   return rows;
+}
+
+/** The limits of this run, as a section records them. */
+export function limitsUsed(l: MachineLimits): LimitsUsed {
+  return { measuredAt: l.measuredAt, sgemmPeakGflops: l.sgemmPeakGflops, sgemmPeakLibrary: l.sgemmPeakLibrary, copyGbPerSec: l.copyGbPerSec };
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
@@ -224,7 +336,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const wanted = new Set<Section>(o.sections ?? SECTIONS.filter((s) => (s === 'magnus' || s === 'layerload' ? Boolean(o.magnus) : true)));
   const jsonFile = o.out ? path.join(o.out, 'bench.json') : null;
   const prev = jsonFile ? readPrevious(jsonFile) : {};
-  const r: BenchReport = { schema: BENCH_SCHEMA, created: now(), preset: o.preset, machine: describeMachine(), headline: [], rss: {} };
+  const limits = await measureLimits(sizes.limits, log);
+  const used = limitsUsed(limits);
+  const r: BenchReport = { schema: BENCH_SCHEMA, created: now(), preset: o.preset, machine: { ...describeMachine(), limits }, headline: [], rss: {} };
   for (const s of SECTIONS) {
     if (wanted.has(s) || !prev[s]) continue;
     (r as unknown as Record<string, unknown>)[s] = prev[s];
@@ -255,7 +369,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     // one sequence exhausts the wasm heap: see trainmemory).
     const asIs = await inWorker<PhasesResult>('phases', [sizes, false]);
     const fixed = await inWorker<PhasesResult>('phases', [sizes, true]);
-    r.phases = { measuredAt: now(), rows: [...asIs.rows, ...fixed.rows], timings: asIs.timings, timingsWithFixes: fixed.timings };
+    const rows = [...asIs.rows, ...fixed.rows].map((f) => ({ ...f, fractionOfSgemmPeak: fractionOf(f.achievedGflops, used.sgemmPeakGflops) }));
+    r.phases = { measuredAt: now(), limits: used, rows, timings: asIs.timings, timingsWithFixes: fixed.timings };
     mark('phases');
   }
 
@@ -280,12 +395,20 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   }
 
   if (wanted.has('throughput')) {
-    r.throughput = { measuredAt: now(), ...(await inWorker<Omit<NonNullable<BenchReport['throughput']>, 'measuredAt'>>('throughput', [sizes])) };
+    const t = await inWorker<{ models: ModelThroughput[]; shapes: ShapeThroughput[] }>('throughput', [sizes]);
+    r.throughput = {
+      measuredAt: now(),
+      limits: used,
+      models: t.models.map((m) => ({ ...m, fractionOfSgemmPeak: { prefill: fractionOf(m.prefill.gflops, used.sgemmPeakGflops) }, fractionOfCopy: { studentDecode: fractionOf(m.decode.studentGbPerSec, used.copyGbPerSec) } })),
+      shapes: t.shapes.map((x) => ({ ...x, fractionOfSgemmPeak: { prefillPerLayer: fractionOf(x.perLayer.prefillGflops, used.sgemmPeakGflops) }, fractionOfCopy: { studentDecode: fractionOf(x.extrapolated.studentDecodeGbPerSec, used.copyGbPerSec) } })),
+    };
     mark('throughput');
   }
 
   if (wanted.has('scaling')) {
-    r.scaling = { measuredAt: now(), ...(await inWorker<Omit<NonNullable<BenchReport['scaling']>, 'measuredAt'>>('scaling', [sizes])) };
+    const sc = await inWorker<{ shape: string; rows: Omit<ScalingRow, 'fractionOfSgemmPeak'>[]; exponents: Record<string, number> }>('scaling', [sizes]);
+    const rows = sc.rows.map((x) => ({ ...x, fractionOfSgemmPeak: { teacherPrefill: fractionOf(x.gflops.teacherPrefill, used.sgemmPeakGflops), distillStep: fractionOf(x.gflops.distillStep, used.sgemmPeakGflops) } }));
+    r.scaling = { measuredAt: now(), limits: used, shape: sc.shape, rows, exponents: sc.exponents };
     mark('scaling');
   }
 
@@ -300,6 +423,19 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     log(`workers: eval ${rows[rows.length - 1]!.speedup}×`);
     r.workers = { measuredAt: now(), rows };
     mark('workers');
+  }
+
+  if (wanted.has('native')) {
+    const rows = await nativeSection(sizes.native, log);
+    r.native = {
+      measuredAt: now(),
+      limits: used,
+      rows: rows.map((n) => {
+        const limit: LimitName = n.kind === 'prefill' ? 'sgemm peak' : 'copy bandwidth';
+        return { ...n, limit, fraction: fractionOf(n.rate, limit === 'sgemm peak' ? used.sgemmPeakGflops : used.copyGbPerSec) };
+      }),
+    };
+    mark('native');
   }
 
   if (wanted.has('layerload')) {
@@ -357,18 +493,3 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   return r;
 }
 
-
-/**
- * Put Magnus runs measured elsewhere (e.g. with `measureCommand` while nothing else ran) into an
- * existing bench.json and regenerate its README. Returns the updated report.
- */
-export async function recordMagnusRuns(out: string, dir: string, runs: CommandRun[]): Promise<BenchReport> {
-  const file = path.join(out, 'bench.json');
-  const prev = readPrevious(file) as BenchReport;
-  if (!prev.schema) throw new Error(`recordMagnusRuns: no ${BENCH_SCHEMA} report in ${file}`);
-  const r: BenchReport = { ...prev, magnus: mergeMagnusRuns(prev.magnus, dir, runs) };
-  r.headline = headline(r);
-  writeJsonAtomic(file, r);
-  await writeBenchReadme(out, r);
-  return r;
-}

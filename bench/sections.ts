@@ -9,7 +9,7 @@ import { SHARED_DIR } from '../src/util/paths.ts';
 import { openModel } from '../src/formats/openModel.ts';
 import { benchGate, type GateBenchRow } from './gate.ts';
 import { sig } from './machine.ts';
-import { BenchLayer, fractionRows, timePhases, type FractionRow, type PhaseTimings } from './phases.ts';
+import { BenchLayer, FORWARD, DISTILL_BACKWARD, matmulFlops, phaseRows, timePhases, type PhaseRow, type PhaseTimings } from './phases.ts';
 import type { ScalingRow, Sizes } from './run.ts';
 import { benchConfig } from './synthetic.ts';
 import { modelThroughput, shapeThroughput, type ModelThroughput, type ShapeThroughput } from './throughput.ts';
@@ -26,7 +26,7 @@ export function gateSection(sizes: Sizes): GateBenchRow[] {
 }
 
 export interface PhasesResult {
-  rows: FractionRow[];
+  rows: PhaseRow[];
   timings: PhaseTimings;
 }
 
@@ -37,18 +37,18 @@ export interface PhasesResult {
  */
 export function phasesSection(sizes: Sizes, withFixes: boolean): PhasesResult {
   const p = sizes.phases;
-  if (withFixes) applyWasmMemoryFixes();
+  const restoreFixes = withFixes ? applyWasmMemoryFixes() : () => {};
   const B = withFixes ? p.B : 1;
   const bl = new BenchLayer(benchConfig(p.shape));
   try {
     const t = timePhases(bl, p.T, B, ['teacherLayer', 'distillStep'], p.reps, 1);
     const variant = withFixes ? 'with wasmFixes' : 'as is';
-    // with the fixes the backward materialises no weight transposes
-    const rows = fractionRows(p.shape, bl.config, t, B, { backwardTransposes: !withFixes }).map((r) => ({ ...r, variant }));
-    for (const row of rows) log(`${row.phase} ${row.shape} T ${row.T} (${variant}): ${row.fractionOfPeak} of peak (${row.achievedGflops}/${row.peakGflops} GFLOP/s)`);
+    const rows = phaseRows(p.shape, bl.config, t, B).map((r) => ({ ...r, variant }));
+    for (const row of rows) log(`${row.phase} ${row.shape} T ${row.T} (${variant}): ${row.achievedGflops} GFLOP/s`);
     return { rows, timings: t };
   } finally {
     bl.dispose();
+    restoreFixes();
   }
 }
 
@@ -97,16 +97,15 @@ export function logLogSlope(xs: number[], ys: number[]): number {
   return den > 0 ? sig(num / den) : NaN;
 }
 
-/** (d) One layer of the scaling shape at each T: distill step (one sequence, as is), eval's teacher and engine layers, attention and gate alone. */
-export function scalingSection(sizes: Sizes): { shape: string; rows: ScalingRow[]; exponents: Record<string, number> } {
+/** (d) One layer of the scaling shape at each T (the fractions of the sgemm peak are added by run.ts): distill step (one sequence, as is), eval's teacher and engine layers, attention and gate alone. */
+export function scalingSection(sizes: Sizes): { shape: string; rows: Omit<ScalingRow, 'fractionOfSgemmPeak'>[]; exponents: Record<string, number> } {
   const s = sizes.scaling;
   const bl = new BenchLayer(benchConfig(s.shape));
-  const rows: ScalingRow[] = [];
+  const rows: Omit<ScalingRow, 'fractionOfSgemmPeak'>[] = [];
   try {
     s.Ts.forEach((T, i) => {
       const t = timePhases(bl, T, 1, ['teacherLayer', 'studentLayer', 'distillStep', 'attentionOnly', 'gateOnly'], s.reps, i === 0 ? 1 : 0);
       const ph = t.phases;
-      const fr = fractionRows(s.shape, bl.config, t, 1);
       rows.push({
         T,
         teacherLayerMs: sig(ph.teacherLayer!.ms),
@@ -115,7 +114,10 @@ export function scalingSection(sizes: Sizes): { shape: string; rows: ScalingRow[
         distillStepMs: sig(ph.distillStep!.ms),
         attentionOnlyMs: sig(ph.attentionOnly!.ms),
         gateOnlyMs: sig(ph.gateOnly!.ms),
-        fractionOfPeak: { teacherPrefill: fr[0]!.fractionOfPeak, distillStep: fr[1]!.fractionOfPeak },
+        gflops: {
+          teacherPrefill: sig(matmulFlops(bl.config, T, FORWARD) / (ph.teacherLayer!.ms * 1e6)),
+          distillStep: sig(matmulFlops(bl.config, T, [...FORWARD, ...DISTILL_BACKWARD]) / (ph.distillStep!.ms * 1e6)),
+        },
       });
       log(`scaling ${s.shape} T ${T}: teacher ${rows[i]!.teacherLayerMs} ms, student ${rows[i]!.studentLayerMs} ms, distill ${rows[i]!.distillStepMs} ms`);
     });
@@ -123,7 +125,7 @@ export function scalingSection(sizes: Sizes): { shape: string; rows: ScalingRow[
     bl.dispose();
   }
   const Ts = rows.map((x) => x.T);
-  const exp = (k: keyof Omit<ScalingRow, 'T' | 'fractionOfPeak'>) => logLogSlope(Ts, rows.map((x) => x[k] as number));
+  const exp = (k: keyof Omit<ScalingRow, 'T' | 'gflops' | 'fractionOfSgemmPeak'>) => logLogSlope(Ts, rows.map((x) => x[k] as number));
   return {
     shape: s.shape,
     rows,

@@ -35,15 +35,6 @@ export function distillLayerSteps(shape: BenchShape, layerKey: number, T: number
   return { ms: performance.now() - t0, loss };
 }
 
-/** Release what `distillLayerSteps` keeps. */
-export function releaseLayers(): void {
-  for (const e of layers.values()) {
-    e.x.dispose();
-    e.bl.dispose();
-  }
-  layers.clear();
-}
-
 /** heapGrowth of throughput.ts in this worker (a fresh wasm heap per worker). */
 export function heapGrowthTask(dir: string, layerList: number[], order: 'uploadLayer' | 'largestFirst', T: number): HeapGrowth {
   const w = openModel(dir);
@@ -78,11 +69,11 @@ export interface DistillHeapRow {
 
 /**
  * One distillation step (runPass with gradients, one layer, `B` sequences) in this worker, with or
- * without the wasm fixes (src/runtime/wasmFixes.ts); reports the wasm heap. Run it in a fresh worker:
- * the heap never shrinks and the fixes change this thread's kernel registry.
+ * without the wasm fixes (src/runtime/wasmFixes.ts, restored afterwards); reports the wasm heap. Run
+ * it in a fresh worker: the wasm heap never shrinks.
  */
 export function distillHeapTask(shape: BenchShape, B: number, T: number, fixed: boolean): DistillHeapRow {
-  if (fixed) applyWasmMemoryFixes();
+  const restoreFixes = fixed ? applyWasmMemoryFixes() : () => {};
   const row: DistillHeapRow = { variant: fixed ? 'with wasmFixes' : 'as is', shape, T, sequences: B, ok: false, error: null, stepMs: null, heapMiBBefore: null, heapMiBAfter: null, loss: null, gradGateBias: null };
   const heap = () => Math.round((wasmHeapBytes() ?? 0) / 2 ** 20);
   try {
@@ -101,6 +92,8 @@ export function distillHeapTask(shape: BenchShape, B: number, T: number, fixed: 
   } catch (e) {
     row.error = (e as Error).message;
     row.heapMiBAfter = heap();
+  } finally {
+    restoreFixes();
   }
   return row;
 }

@@ -12,20 +12,21 @@
  *   model bigger than the wasm heap must stream per forward (timed separately as layer load).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { qDim, type ModelConfig } from '../src/formats/config.ts';
+import type { ModelConfig } from '../src/formats/config.ts';
 import type { LayerWeights, ModelWeights } from '../src/formats/weights.ts';
 import { StudentDecoder } from '../src/engine/student.ts';
 import { teacherPrefill, TeacherDecoder } from '../src/teacher/teacher.ts';
 import { disposeLayer, uploadLayer, uploadMatrix, type LayerTensors } from '../src/model/nn.ts';
 import { pseudoRandom } from '../src/util/random.ts';
 import { sig } from './machine.ts';
+import { gateStateBytes, prefillFlopsPerToken, studentDecodeBytesPerToken } from './costs.ts';
 import { SyntheticWeights, withShape } from './synthetic.ts';
 import { force, time } from './timing.ts';
 
 export interface ModelThroughput {
   model: string;
   layers: number;
-  prefill: { sequences: number; T: number; ms: number; tokensPerSec: number };
+  prefill: { sequences: number; T: number; ms: number; tokensPerSec: number; flopsPerToken: number; gflops: number };
   decode: {
     /** Tokens fed before timing (the teacher's KV cache holds them). */
     context: number;
@@ -34,6 +35,9 @@ export interface ModelThroughput {
     teacherTokensPerSec: number;
     /** student / teacher decode speed at this context. */
     studentOverTeacher: number;
+    /** Bytes a student step reads (f32 weights on the tfjs backend, lm_head, gate states) and that × tokens/s. */
+    studentBytesPerToken: number;
+    studentGbPerSec: number;
   };
 }
 
@@ -66,11 +70,22 @@ export function modelThroughput(name: string, weights: ModelWeights, o: { sequen
   }, o.reps);
   const student = decodeRate(() => new StudentDecoder(weights, { rest: 'engine' }), c.vocabSize, o.context, o.steps);
   const teacher = decodeRate(() => new TeacherDecoder(weights), c.vocabSize, o.context, o.steps);
+  const tokensPerSec = (o.sequences * o.T * 1000) / prefill.ms;
+  const flopsPerToken = prefillFlopsPerToken(c, o.T);
+  const bytesPerToken = studentDecodeBytesPerToken(c, { kind: 'f32' });
   return {
     model: name,
     layers: c.numLayers,
-    prefill: { sequences: o.sequences, T: o.T, ms: sig(prefill.ms), tokensPerSec: sig((o.sequences * o.T * 1000) / prefill.ms) },
-    decode: { context: o.context, steps: o.steps, studentTokensPerSec: sig(student), teacherTokensPerSec: sig(teacher), studentOverTeacher: sig(student / teacher) },
+    prefill: { sequences: o.sequences, T: o.T, ms: sig(prefill.ms), tokensPerSec: sig(tokensPerSec), flopsPerToken, gflops: sig((tokensPerSec * flopsPerToken) / 1e9) },
+    decode: {
+      context: o.context,
+      steps: o.steps,
+      studentTokensPerSec: sig(student),
+      teacherTokensPerSec: sig(teacher),
+      studentOverTeacher: sig(student / teacher),
+      studentBytesPerToken: bytesPerToken,
+      studentGbPerSec: sig((student * bytesPerToken) / 1e9),
+    },
   };
 }
 
@@ -80,6 +95,8 @@ export interface ShapeThroughput {
   perLayer: {
     prefillT: number;
     prefillTokensPerSec: number;
+    /** Projections + attention of one layer per token × tokens/s. */
+    prefillGflops: number;
     decodeContext: number;
     studentDecodeMsPerToken: number;
     teacherDecodeMsPerToken: number;
@@ -92,8 +109,11 @@ export interface ShapeThroughput {
     studentDecodeTokensPerSec: number;
     teacherDecodeTokensPerSec: number;
     studentOverTeacher: number;
+    /** Bytes a whole-model student step reads (f32 layers, lm_head, gate states) and that × the extrapolated tokens/s. */
+    studentBytesPerToken: number;
+    studentDecodeGbPerSec: number;
   };
-  /** Bytes of one layer's f32 weights and the gate state / KV cache each decode step reads. */
+  /** Bytes of one layer's gate state / KV cache each decode step reads. */
   stateBytesPerLayer: number;
   kvBytesPerLayerAtContext: number;
 }
@@ -126,6 +146,7 @@ export function shapeThroughput(shape: string, full: ModelConfig, prefillLayerMs
     perLayer: {
       prefillT,
       prefillTokensPerSec: sig(1000 / prefillPerToken),
+      prefillGflops: sig(prefillFlopsPerToken(full, prefillT, 1, false) / (prefillPerToken * 1e6)),
       decodeContext: o.context,
       studentDecodeMsPerToken: sig(studentMs),
       teacherDecodeMsPerToken: sig(teacherMs),
@@ -137,8 +158,10 @@ export function shapeThroughput(shape: string, full: ModelConfig, prefillLayerMs
       studentDecodeTokensPerSec: sig(1000 / studentTotal),
       teacherDecodeTokensPerSec: sig(1000 / teacherTotal),
       studentOverTeacher: sig(teacherTotal / studentTotal),
+      studentBytesPerToken: studentDecodeBytesPerToken(full, { kind: 'f32' }),
+      studentDecodeGbPerSec: sig(studentDecodeBytesPerToken(full, { kind: 'f32' }) / (studentTotal * 1e6)),
     },
-    stateBytesPerLayer: qDim(full) * qDim(full) * 4,
+    stateBytesPerLayer: gateStateBytes(full),
     kvBytesPerLayerAtContext: 2 * full.numKvHeads * full.headDim * 4 * o.context,
   };
 }

@@ -1,9 +1,11 @@
 /**
  * `synaxim bench` on tiny sizes: the JSON and the README/charts it writes. Benchmarks are never
  * timed tests: nothing here asserts a speed. What is asserted is what a wrong implementation would
- * get wrong: FLOP counts from the dimensions written out by hand, every derived figure (speed-ups,
- * fractions of peak, tokens/s, growth exponents) recomputed here from the raw figures it is derived
- * from, up to the rounding to 3 significant digits the report applies, and the sizes of the preset.
+ * get wrong: FLOP and byte counts from the dimensions written out by hand, the machine limits'
+ * kernels computing what they claim (the sgemm's product, the copy), every derived figure (the
+ * limits from their timings, speed-ups, GFLOP/s, GB/s, every fraction of a machine limit = figure ÷
+ * that limit, tokens/s, growth exponents) recomputed here from the raw figures it is derived from,
+ * up to the rounding to 3 significant digits the report applies, and the sizes of the preset.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -18,7 +20,10 @@ import { matMulWeightLeft } from '../src/runtime/wasmFixes.ts';
 import { DISTILL_BACKWARD, FORWARD, matmulFlops } from '../bench/phases.ts';
 import { BENCH_SCHEMA, headline, runBench, type BenchReport, type ScalingRow } from '../bench/run.ts';
 import { SHARED_DIR } from '../src/util/paths.ts';
-import { benchConfig, layerParams } from '../bench/synthetic.ts';
+import { benchConfig } from '../bench/synthetic.ts';
+import { layerMatrixParams as layerParams, prefillFlopsPerToken, studentDecodeBytesPerToken, weightBytes } from '../bench/costs.ts';
+import { copyBandwidth, matmulModel } from '../bench/limits.ts';
+import { createSession, f32, releaseSession, runSession } from '../src/runtime/ort/session.ts';
 import { parseSections } from '../src/cli/commands/bench.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'synaxim-bench-test-'));
@@ -141,11 +146,61 @@ describe('FLOP accounting', () => {
   });
 });
 
+describe('FLOP and byte counts of whole-model prefill and decode', () => {
+  it('prefill FLOP per token: projections, causal attention over (T+1)/2 positions, lm_head', () => {
+    const c = benchConfig('small');
+    const d = SHAPES.small;
+    const T = 16;
+    const perLayer = layerFlopsByHand(1, d) + 2 * 2 * d.heads * d.headDim * ((T + 1) / 2);
+    expect(prefillFlopsPerToken(c, T)).toBe(d.layers * perLayer + 2 * d.D * d.vocab);
+    expect(prefillFlopsPerToken(c, T, 1, false)).toBe(perLayer);
+  });
+  it('decode bytes per token: int4 is half a byte per weight plus an f32 scale per group; f32 is 4', () => {
+    expect(weightBytes(4096, { kind: 'int4', groupSize: 128 })).toBe(2048 + 32 * 4);
+    expect(weightBytes(100, { kind: 'int4', groupSize: 32 })).toBe(50 + 4 * 4); // the last group is partial
+    expect(weightBytes(10, { kind: 'f32' })).toBe(40);
+    const c = benchConfig('llama-1b');
+    const d = SHAPES['llama-1b'];
+    const params = layerFlopsByHand(1, d) / 2;
+    const int4 = (n: number) => n / 2 + (n / 128) * 4;
+    const state = (d.heads * d.headDim) ** 2 * 4;
+    expect(studentDecodeBytesPerToken({ ...c, numLayers: 4, vocabSize: 32000 }, { kind: 'int4', groupSize: 128 })).toBe(4 * (int4(params) + state) + int4(d.D * 32000));
+  });
+});
+
+describe('the machine limits measure what they say', () => {
+  it('the sgemm model computes A·B (checked against a plain triple loop)', async () => {
+    const n = 8;
+    const a = Float32Array.from({ length: n * n }, (_, i) => Math.sin(i));
+    const b = Float32Array.from({ length: n * n }, (_, i) => Math.cos(0.3 * i));
+    const s = await createSession(matmulModel(n, b), 'test sgemm');
+    try {
+      const y = (await runSession(s, { A: f32(a, [n, n]) }, 'test sgemm')).Y!.data as Float32Array;
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < n; j++) {
+          let want = 0;
+          for (let k = 0; k < n; k++) want += a[i * n + k]! * b[k * n + j]!;
+          expect(Math.abs(y[i * n + j]! - want)).toBeLessThan(1e-5);
+        }
+      }
+    } finally {
+      await releaseSession(s);
+    }
+  });
+  it('the copy copies, and its bandwidth counts the bytes read and written', () => {
+    for (const method of ['Float32Array.set', 'Buffer.copy'] as const) {
+      const c = copyBandwidth(method, 1 << 20, 3);
+      expect(c.bytes).toBe(1 << 20);
+      expectSameUpToRounding(c.gbPerSec, (2 * c.bytes) / (c.medianMs * 1e6), 2, `${method} GB/s`);
+    }
+  });
+});
+
 describe('synaxim bench --preset tiny', () => {
   let report: BenchReport;
   const out = path.join(tmp, 'bench');
   beforeAll(async () => {
-    report = await runBench({ preset: 'tiny', out, sections: ['gate', 'phases', 'trainmemory', 'throughput', 'scaling'] });
+    report = await runBench({ preset: 'tiny', out, sections: ['gate', 'phases', 'trainmemory', 'throughput', 'scaling', 'native'] });
   });
 
   it('writes bench.json (the same report) and a README with its charts', () => {
@@ -154,6 +209,8 @@ describe('synaxim bench --preset tiny', () => {
     expect(json.headline).toEqual(report.headline);
     const md = fs.readFileSync(path.join(out, 'README.md'), 'utf8');
     expect(md).toContain('## Machine');
+    expect(md).toContain('### Limits');
+    expect(md).toContain(`${report.machine.limits.sgemmPeakGflops} GFLOP/s`);
     expect(md).toContain(report.machine.cpuModel);
     expect(md).toContain('![');
     for (const f of ['scaling.svg', 'gate.svg']) expect(fs.readFileSync(path.join(out, f), 'utf8')).toMatch(/^<svg/);
@@ -166,6 +223,30 @@ describe('synaxim bench --preset tiny', () => {
     expect(m.node).toBe(process.version);
     expect(m.backend).toBe('wasm');
     expect(m.cpuModel.length).toBeGreaterThan(0);
+  });
+
+  it('machine limits: the tiny sizes; GFLOP/s = 2n³ / time, GB/s = 2·bytes / time; the references are the larger', () => {
+    const l = report.machine.limits;
+    expect(l.sgemm[0]!.library).toMatch(/^onnxruntime-node /);
+    for (const g of l.sgemm) {
+      expect([g.n, g.reps]).toEqual([128, 3]);
+      expect(g.threads).toBeGreaterThanOrEqual(1);
+      expectSameUpToRounding(g.gflops, (2 * 128 ** 3) / (g.medianMs * 1e6), 2, `${g.library} GFLOP/s`);
+    }
+    // numpy is there (a second row) or the note says why not
+    expect(l.sgemm.length === 2 ? l.sgemm[1]!.library.startsWith('numpy ') : l.numpyNote !== null).toBe(true);
+    expect(l.sgemmPeakGflops).toBe(Math.max(...l.sgemm.map((g) => g.gflops)));
+    expect(l.sgemm.find((g) => g.gflops === l.sgemmPeakGflops)!.library).toBe(l.sgemmPeakLibrary);
+    expect(l.copy.map((c) => [c.method, c.bytes, c.reps])).toEqual([
+      ['Float32Array.set', 4 * 2 ** 20, 3],
+      ['Buffer.copy', 4 * 2 ** 20, 3],
+    ]);
+    for (const c of l.copy) expectSameUpToRounding(c.gbPerSec, (2 * c.bytes) / (c.medianMs * 1e6), 2, `${c.method} GB/s`);
+    expect(l.copyGbPerSec).toBe(Math.max(...l.copy.map((c) => c.gbPerSec)));
+    // every section measured in this run divides by these
+    for (const s of [report.phases!, report.throughput!, report.scaling!, report.native!]) {
+      expect(s.limits).toEqual({ measuredAt: l.measuredAt, sgemmPeakGflops: l.sgemmPeakGflops, sgemmPeakLibrary: l.sgemmPeakLibrary, copyGbPerSec: l.copyGbPerSec });
+    }
   });
 
   it('gate rows: the tiny sizes, the loop scaled from its timed tokens, speed-ups = loop at T / chunked', () => {
@@ -184,7 +265,7 @@ describe('synaxim bench --preset tiny', () => {
     }
   });
 
-  it('phase rows: FLOPs from the dimensions; ideal time = Σ of the fastest bare matmul of each product; fraction = ideal / phase', () => {
+  it('phase rows: FLOPs from the dimensions; GFLOP/s = FLOPs / phase time; fraction = GFLOP/s ÷ sgemm peak', () => {
     const p = report.phases!;
     expect(p.rows.map((r) => `${r.variant}: ${r.phase}`)).toEqual([
       'as is: teacher prefill (one layer)',
@@ -194,26 +275,17 @@ describe('synaxim bench --preset tiny', () => {
     ]);
     // The products each phase must do, written out: the forward projections, and for the distill
     // step the input gradients dX of down, gate, up and o (shapes of gate, down, down and q).
-    const forward = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
-    const backward = ['gate', 'down', 'down', 'q'] as const;
     const d = SHAPES.small;
     const backwardFlops = 2 * 16 * (d.D * d.I + 2 * d.I * d.D + d.D * d.heads * d.headDim);
     for (const [i, r] of p.rows.entries()) {
       const timings = r.variant === 'as is' ? p.timings : p.timingsWithFixes!;
       const distill = r.phase.startsWith('distill');
       expect([r.shape, r.T, r.sequences]).toEqual(['small', 16, 1]);
-      const products: readonly (typeof forward)[number][] = distill ? [...forward, ...backward] : forward;
-      let ideal = 0; // each product at the faster of its two plain-matmul forms
-      for (const m of products) ideal += Math.min(timings.matmulMs[m], timings.weightLeftMs[m]);
-      expectSameUpToRounding(r.idealMatmulMs, ideal, 1, `row ${i} ideal ms`);
       expectSameUpToRounding(r.phaseMs, (distill ? timings.phases.distillStep! : timings.phases.teacherLayer!).ms, 1, `row ${i} phase ms`);
       const flops = layerFlopsByHand(16, d) + (distill ? backwardFlops : 0);
       expectSameUpToRounding(r.matmulGflop, flops / 1e9, 1, `row ${i} GFLOP`);
-      expect(r.fractionOfPeak).toBeGreaterThan(0);
-      expectSameUpToRounding(r.fractionOfPeak, r.idealMatmulMs / r.phaseMs, 3, `row ${i} fraction`);
-      // achieved / peak = the same fraction
-      expectSameUpToRounding(r.achievedGflops / r.peakGflops, r.fractionOfPeak, 3, `row ${i} achieved / peak`);
       expectSameUpToRounding(r.achievedGflops, flops / (r.phaseMs * 1e6), 2, `row ${i} achieved GFLOP/s`);
+      expectSameUpToRounding(r.fractionOfSgemmPeak!, r.achievedGflops / p.limits.sgemmPeakGflops, 2, `row ${i} fraction of the sgemm peak`);
     }
   });
 
@@ -245,6 +317,53 @@ describe('synaxim bench --preset tiny', () => {
     expect(m.decode.studentTokensPerSec).toBeGreaterThan(0);
     expect(m.decode.teacherTokensPerSec).toBeGreaterThan(0);
     expectSameUpToRounding(m.decode.studentOverTeacher, m.decode.studentTokensPerSec / m.decode.teacherTokensPerSec, 3, 'student / teacher');
+    // stories260k: D 64, I 172, 8 heads × 8, 4 kv heads, 5 layers, vocab 512, tied; T 16
+    const params = 64 * (2 * 64 + 2 * 32 + 3 * 172);
+    const flops = 5 * (2 * params + 2 * 2 * 64 * (17 / 2)) + 2 * 64 * 512;
+    expect(m.prefill.flopsPerToken).toBe(flops);
+    expectSameUpToRounding(m.prefill.gflops, (m.prefill.tokensPerSec * flops) / 1e9, 2, 'prefill GFLOP/s');
+    expectSameUpToRounding(m.fractionOfSgemmPeak.prefill!, m.prefill.gflops / report.throughput!.limits.sgemmPeakGflops, 2, 'prefill ÷ sgemm peak');
+    const bytes = 5 * (4 * params + 64 * 64 * 4) + 4 * 64 * 512;
+    expect(m.decode.studentBytesPerToken).toBe(bytes);
+    expectSameUpToRounding(m.decode.studentGbPerSec, (m.decode.studentTokensPerSec * bytes) / 1e9, 2, 'decode GB/s');
+    expectSameUpToRounding(m.fractionOfCopy.studentDecode!, m.decode.studentGbPerSec / report.throughput!.limits.copyGbPerSec, 2, 'decode ÷ copy bandwidth');
+  });
+
+  it('native rows: present or skipped with a reason; rate = tokens/s × work per token; fraction = rate ÷ its limit', () => {
+    const n = report.native!;
+    expect(n.rows.map((r) => [r.kind, r.limit])).toEqual([
+      ['prefill', 'sgemm peak'],
+      ['decode', 'copy bandwidth'],
+      ['decode', 'copy bandwidth'],
+    ]);
+    expect(n.rows[2]!.referenceTokensPerSec).toMatchObject({ low: 1637, high: 1637 });
+    for (const r of n.rows) {
+      if (r.skipped !== null) {
+        expect(r.skipped.length).toBeGreaterThan(0);
+        expect([r.tokensPerSec, r.rate, r.fraction]).toEqual([null, null, null]);
+        continue;
+      }
+      expect(r.tokensPerSec).toBeGreaterThan(0);
+      expectSameUpToRounding(r.rate!, (r.tokensPerSec! * r.workPerToken) / 1e9, 2, `${r.figure}: rate`);
+      const limit = r.limit === 'sgemm peak' ? n.limits.sgemmPeakGflops : n.limits.copyGbPerSec;
+      expectSameUpToRounding(r.fraction!, r.rate! / limit, 2, `${r.figure}: fraction`);
+    }
+    // tiny preset: the small shape, 2 layers, vocab 512, context 16
+    const pre = n.rows[0]!;
+    if (pre.skipped === null) expect(pre.workPerToken).toBe(prefillFlopsPerToken({ ...benchConfig('small'), numLayers: 2, vocabSize: 512 }, 16));
+  });
+
+  it('headline: every rated row\'s fraction = its rate ÷ the limit it names', () => {
+    const l = report.machine.limits;
+    const rated = report.headline.filter((h) => h.ofLimit !== null);
+    expect(rated.length).toBeGreaterThanOrEqual(4); // the phase rows at least
+    for (const h of rated) {
+      expect(h.ofLimit!.limitValue).toBe(h.ofLimit!.limit === 'sgemm peak' ? l.sgemmPeakGflops : l.copyGbPerSec);
+      expect(h.rate!.unit).toBe(h.ofLimit!.limit === 'sgemm peak' ? 'GFLOP/s' : 'GB/s');
+      expectSameUpToRounding(h.ofLimit!.fraction, h.rate!.value / h.ofLimit!.limitValue, 2, h.figure);
+    }
+    // no row measures against the backend's own matmul any more
+    for (const h of report.headline) expect(h.figure).not.toMatch(/peak matmul/);
   });
 
   it('scaling rows for each T; eval = teacher + engine layer; exponents = log-log slopes of the rows', () => {
@@ -254,6 +373,9 @@ describe('synaxim bench --preset tiny', () => {
     for (const r of s.rows) {
       for (const v of [r.teacherLayerMs, r.studentLayerMs, r.distillStepMs, r.attentionOnlyMs, r.gateOnlyMs]) expect(v).toBeGreaterThan(0);
       expectSameUpToRounding(r.evalLayerMs, r.teacherLayerMs + r.studentLayerMs, 3, `T ${r.T} eval layer`);
+      expectSameUpToRounding(r.gflops.teacherPrefill, layerFlopsByHand(r.T, SHAPES.small) / (r.teacherLayerMs * 1e6), 2, `T ${r.T} teacher GFLOP/s`);
+      expectSameUpToRounding(r.fractionOfSgemmPeak.teacherPrefill!, r.gflops.teacherPrefill / s.limits.sgemmPeakGflops, 2, `T ${r.T} teacher ÷ sgemm peak`);
+      expectSameUpToRounding(r.fractionOfSgemmPeak.distillStep!, r.gflops.distillStep / s.limits.sgemmPeakGflops, 2, `T ${r.T} distill ÷ sgemm peak`);
     }
     // Two points: the slope is log(y32 / y16) / log(32 / 16), computed from the rounded rows.
     const [a, b] = s.rows as [ScalingRow, ScalingRow];
@@ -271,7 +393,7 @@ describe('synaxim bench --preset tiny', () => {
   });
 
   it('records the peak RSS after each section: the process peak, which never decreases', () => {
-    expect(Object.keys(report.rss)).toEqual(['gate', 'phases', 'trainmemory', 'throughput', 'scaling']);
+    expect(Object.keys(report.rss)).toEqual(['gate', 'phases', 'trainmemory', 'throughput', 'scaling', 'native']);
     const peaks = Object.values(report.rss).map((v) => v.maxRssMiB);
     for (const v of peaks) expect(v).toBeGreaterThan(10);
     for (let i = 1; i < peaks.length; i++) expect(peaks[i]).toBeGreaterThanOrEqual(peaks[i - 1]!);
@@ -283,6 +405,9 @@ describe('synaxim bench --preset tiny', () => {
     const again = await runBench({ preset: 'tiny', out, sections: ['gate'] });
     expect(again.scaling).toEqual(report.scaling);
     expect(again.phases).toEqual(report.phases);
+    expect(again.native).toEqual(report.native);
+    // the kept sections keep the limits they were divided by; the new run measured its own
+    expect(again.machine.limits.measuredAt > report.machine.limits.measuredAt).toBe(true);
     expect(again.gate!.measuredAt >= report.gate!.measuredAt).toBe(true);
   });
 });
@@ -294,11 +419,38 @@ describe('headline', () => {
       magnus: { measuredAt: '', dir: '/x', limitGiB: 10, runs: [{ name: 'eval', exitCode: 0, wallSec: 1, peakRssGiB: 7.5 }, { name: 'distill', exitCode: 1, wallSec: 1, peakRssGiB: 2, tail: 'x\nsynaxim: internal error: memory access out of bounds' }] },
     } as unknown as BenchReport;
     const h = headline(r);
-    expect(h[0]).toMatchObject({ value: 25, target: '≥ 20×', meets: true });
+    expect(h[0]).toMatchObject({ value: 25, target: '≥ 20×', meets: true, rate: null, ofLimit: null });
     expect(h[1]).toMatchObject({ value: 10, target: null, meets: null });
     expect(h[2]).toMatchObject({ value: 7.5, meets: true });
     expect(h[3]).toMatchObject({ meets: false }); // a failed run never meets the limit
     expect(h[3]!.note).toContain('memory access out of bounds');
+  });
+  it('native rows: targets of issue 15 next to them; skipped rows meet nothing', () => {
+    const limits = { measuredAt: '', sgemmPeakGflops: 200, sgemmPeakLibrary: 'numpy', copyGbPerSec: 20 };
+    const row = (o: Record<string, unknown>) => ({ model: 'm', workPerToken: 1, referenceTokensPerSec: null, bandwidthTarget: false, detail: 'd', skipped: null, ...o });
+    const ref = { low: 8, high: 9, source: 's' };
+    const r = {
+      native: {
+        measuredAt: '',
+        limits,
+        rows: [
+          row({ kind: 'prefill', figure: 'p', tokensPerSec: 100, rate: 80, limit: 'sgemm peak', fraction: 0.4 }),
+          row({ kind: 'decode', figure: 'd', tokensPerSec: 8.5, rate: 6, limit: 'copy bandwidth', fraction: 0.3, referenceTokensPerSec: ref, bandwidthTarget: true }),
+          row({ kind: 'decode', figure: 's', tokensPerSec: null, rate: null, limit: 'copy bandwidth', fraction: null, referenceTokensPerSec: ref, skipped: 'src/native/model.ts is not there yet' }),
+        ],
+      },
+    } as unknown as BenchReport;
+    const h = headline(r);
+    expect(h.map((x) => [x.figure, x.meets])).toEqual([
+      ['p: tokens/s', true], // 0.4 ≥ 0.35
+      ['d: tokens/s', false], // 8.5 < 9, the upper end of the recorded 8–9
+      ['d: bytes/s ÷ copy bandwidth', false], // 0.3 < 0.5
+      ['s: tokens/s', null],
+    ]);
+    expect(h[0]!.ofLimit).toEqual({ fraction: 0.4, limit: 'sgemm peak', limitValue: 200 });
+    expect(h[1]!.target).toContain('8–9 tok/s');
+    expect(h[1]!.target).toContain('recorded in issue 15');
+    expect(h[3]!.note).toBe('skipped: src/native/model.ts is not there yet');
   });
   it('--sections is checked', () => {
     expect(parseSections('gate, scaling')).toEqual(['gate', 'scaling']);

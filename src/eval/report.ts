@@ -132,6 +132,8 @@ export interface EvalReport {
   memory: MemoryReport | null;
   /** Configurations not run, and why (e.g. `hybrid` when the adapter covers every layer: it would be `adapter` again). Absent in older reports. */
   skipped?: { name: string; why: string }[];
+  /** `--teacher-logits FILE`: the teacher's log-probs were read from FILE (computed earlier) or computed and written to it. */
+  teacher_logits?: { file: string; status: 'read' | 'written' };
 }
 
 /** Statistics of one configuration as they go into the report. */

@@ -28,6 +28,8 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { backendInfo } from '../runtime/backend.ts';
 import { fail, InterruptedError } from '../util/errors.ts';
+import { entryExists } from '../util/fileio.ts';
+import { openTeacherLogits, teacherLogitsKey, TeacherLogitsWriter } from './teacherLogits.ts';
 import { watchInterrupts, yieldToEvents } from '../util/interrupt.ts';
 import { chooseWorkers } from '../runtime/workers.ts';
 import { resolveModel, type ResolvedModel } from '../data/registry.ts';
@@ -91,6 +93,12 @@ export interface RunEvalOptions {
   workers?: number | null;
   /** Receives each configuration's per-token figures once the run is complete (for per_token.safetensors). */
   perToken?: (configuration: string, values: PerTokenValues) => void;
+  /**
+   * A teacher log-prob cache (src/formats/teacherLogits.ts): read when the file exists (it must have
+   * been made for this teacher, tokenizer and suite), else the teacher runs and the file is written
+   * once the evaluation completes.
+   */
+  teacherLogits?: string | null;
 }
 
 /** The models of an evaluation, opened once, and the adapter checked against the student. */
@@ -161,6 +169,66 @@ function planUnits(opts: RunEvalOptions, c: ModelConfig, plans: ConfigurationPla
 }
 
 /**
+ * A teacher log-prob file holds no hidden states: when one is read, the suite's hidden-state figures
+ * (per-layer divergence from the teacher) are left out, said once, and the report's metrics say so.
+ */
+function withoutHiddenFromCache(opts: RunEvalOptions, log: (line: string) => void): RunEvalOptions {
+  if (!opts.teacherLogits || !entryExists(opts.teacherLogits) || !opts.suite.metrics.includes('hidden')) return opts;
+  log(`eval: no hidden-state figures: ${opts.teacherLogits} holds the teacher's log-probs, not its hidden states (run without --teacher-logits for them)`);
+  return { ...opts, suite: { ...opts.suite, metrics: opts.suite.metrics.filter((m) => m !== 'hidden') } };
+}
+
+/** The teacher stage under `--teacher-logits`: the teacher plan replaced by a cache read, or tapped to fill the cache. */
+interface TeacherLogitsStage {
+  plans: ConfigurationPlan[];
+  status: 'read' | 'written';
+  /** Called once every unit is done (writes the file) or on failure (leaves nothing). */
+  finish(): void;
+  abort(): void;
+}
+
+function teacherLogitsStage(file: string, models: EvalModels, plans: ConfigurationPlan[], windows: EvalWindow[], tokenizerFile: string, context: number, wantHidden: boolean, log: (line: string) => void): TeacherLogitsStage {
+  const c = models.teacher.config;
+  const ids = windows.map((w) => w.ids);
+  const key = teacherLogitsKey({ teacherDir: models.resolved.teacherDir, tokenizerFile, windows: ids, vocab: c.vocabSize, context });
+  // A batch reaches a plan as its token ids; the same ids are the same window for the teacher.
+  const indexOf = new Map(ids.map((w, i) => [w.join(','), i] as const));
+  const windowIndices = (seqs: number[][]) =>
+    seqs.map((s) => {
+      const i = indexOf.get(s.join(','));
+      if (i === undefined) throw new Error('teacherLogitsStage: a batch holds a window the suite does not have');
+      return i;
+    });
+  const teacher = plans[0]!;
+  if (entryExists(file)) {
+    if (wantHidden) throw new Error('teacherLogitsStage: hidden-state figures asked with a cached teacher');
+    const cache = openTeacherLogits(file, key);
+    log(`eval: teacher log-probs read from ${file} (the teacher is not run)`);
+    const cached: ConfigurationPlan = {
+      ...teacher,
+      description: `${teacher.description}; log-probs read from ${path.basename(file)}`,
+      run: (seqs, _hidden, onLayerDone) => {
+        const logits = cache.batch(windowIndices(seqs));
+        for (let l = 0; l < c.numLayers; l++) onLayerDone?.(l);
+        return { logits };
+      },
+    };
+    return { plans: [cached, ...plans.slice(1)], status: 'read', finish: () => cache.close(), abort: () => cache.close() };
+  }
+  const writer = TeacherLogitsWriter.create(file, key, ids);
+  log(`eval: the teacher's log-probs will be kept in ${file} for later evaluations against this teacher and suite`);
+  const tapped: ConfigurationPlan = {
+    ...teacher,
+    run: async (seqs, hidden, onLayerDone) => {
+      const out = await teacher.run(seqs, hidden, onLayerDone);
+      windowIndices(seqs).forEach((i, s) => writer.writeWindow(i, out.logits[s]!));
+      return out;
+    },
+  };
+  return { plans: [tapped, ...plans.slice(1)], status: 'written', finish: () => writer.finish(), abort: () => writer.abort() };
+}
+
+/**
  * Every (batch, configuration) unit, here or on worker threads, folded into the statistics in unit
  * order; stops between units on Ctrl-C. Progress in work of comparable cost: tokens × layers (a unit
  * ticks after every layer when it runs here), so a big model is never minutes without a tick.
@@ -205,9 +273,10 @@ async function runConfigurations(opts: RunEvalOptions, c: ModelConfig, sel: Plan
 }
 
 /** Run an evaluation and return its report (not yet written; see writeReport). */
-export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
+export async function runEval(options: RunEvalOptions): Promise<EvalReport> {
   const t0 = performance.now();
-  const log = opts.log ?? (() => {});
+  const log = options.log ?? (() => {});
+  const opts = withoutHiddenFromCache(options, log);
   const suite = opts.suite;
   const rest: RestPolicy = opts.rest ?? 'engine';
   const models = openEvalModels(opts, log);
@@ -227,15 +296,23 @@ export async function runEval(opts: RunEvalOptions): Promise<EvalReport> {
     const scored = windows.reduce((a, w) => a + scoredCount(w), 0);
     const fed = windows.reduce((a, w) => a + w.ids.length, 0);
     log(`eval: ${models.resolved.name}: ${windows.length} windows, ${scored} tokens scored (${describeWindows(suite)}); configurations: ${sel.plans.map((p) => p.name).join(', ')}`);
+    const cache = opts.teacherLogits
+      ? teacherLogitsStage(opts.teacherLogits, models, sel.plans, windows, prep.tokenizerFile, suite.context, suite.metrics.includes('hidden'), log)
+      : null;
     let stats: EvalAccumulation;
     try {
-      stats = await runConfigurations(opts, c, sel, windows, fed, signals.interrupted, log);
+      // The cache's teacher plan exists only here: its units run in-process.
+      stats = await runConfigurations(cache ? { ...opts, workers: 1 } : opts, c, cache ? { ...sel, plans: cache.plans } : sel, windows, fed, signals.interrupted, log);
+      cache?.finish();
     } catch (e) {
+      cache?.abort();
       if (e instanceof NonFiniteLogits) await explainNonFinite(e, c.hiddenSize);
       throw e;
     }
     if (opts.perToken) for (const p of sel.plans) opts.perToken(p.name, stats.perToken(p.name));
-    return evalReport(opts, models, sel, stats, { ...prep, scored, fed, wallSeconds: (performance.now() - t0) / 1000 });
+    const report = evalReport(opts, models, sel, stats, { ...prep, scored, fed, wallSeconds: (performance.now() - t0) / 1000 });
+    if (cache && opts.teacherLogits) report.teacher_logits = { file: path.resolve(opts.teacherLogits), status: cache.status };
+    return report;
   } finally {
     signals.stop();
     models.close();

@@ -28,6 +28,8 @@ import {
   dequantizeInt8,
   encodingFor,
   validateSymbLayout,
+  validateSymbTensor,
+  int4Scales,
   symbByteLength,
   MAX_GROUP_SIZE,
 } from './symb.ts';
@@ -265,6 +267,33 @@ class RowReader {
   }
 }
 
+/**
+ * An int4 matrix exactly as its .symb file stores it, for engines that compute from 4-bit weights
+ * (no float32 expansion): flat row-major groups of `groupSize` over [rows, cols] (a group may
+ * cross a row end when cols % groupSize != 0), one float32 scale per group, codes q + 8 packed two
+ * a byte, HIGH nibble first. Value = (code - 8) * scale.
+ */
+export interface Int4Matrix {
+  file: string;
+  rows: number;
+  cols: number;
+  groupSize: number;
+  scales: Float32Array;
+  packed: Uint8Array;
+}
+
+/** The linear layers of a decoder layer, by short name, and their HF tensor names. */
+export const LAYER_MATRICES = {
+  q: 'self_attn.q_proj.weight',
+  k: 'self_attn.k_proj.weight',
+  v: 'self_attn.v_proj.weight',
+  o: 'self_attn.o_proj.weight',
+  gate: 'mlp.gate_proj.weight',
+  up: 'mlp.up_proj.weight',
+  down: 'mlp.down_proj.weight',
+} as const;
+export type LayerMatrixName = keyof typeof LAYER_MATRICES;
+
 export class SymbWeights implements ModelWeights {
   readonly config: ModelConfig;
   readonly dir: string;
@@ -370,6 +399,52 @@ export class SymbWeights implements ModelWeights {
       up: this.matrix(p + 'mlp.up_proj.weight'),
       down: this.matrix(p + 'mlp.down_proj.weight'),
     };
+  }
+
+  /**
+   * Raw int4 codes + group scales of a layer matrix (null when the model is not int4): read as
+   * stored, validated, never expanded to float32.
+   */
+  int4LayerMatrix(index: number, which: LayerMatrixName): Int4Matrix | null {
+    const c = this.config;
+    if (!Number.isInteger(index) || index < 0 || index >= c.numLayers) fail(this.dir, `layer ${index} out of range (model has ${c.numLayers})`);
+    return this.int4Matrix(`model.layers.${index}.${LAYER_MATRICES[which]}`);
+  }
+
+  /** Raw int4 lm_head (the embedding matrix when tied), or null when the model is not int4. */
+  int4LmHead(): Int4Matrix | null {
+    return this.int4Matrix(this.config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+  }
+
+  /** A layer's 1-D tensors (norm weights, q/k/v biases) without touching its matrices. */
+  layerVectors(index: number): Pick<LayerWeights, 'inputNorm' | 'postNorm' | 'qBias' | 'kBias' | 'vBias'> {
+    const c = this.config;
+    if (!Number.isInteger(index) || index < 0 || index >= c.numLayers) fail(this.dir, `layer ${index} out of range (model has ${c.numLayers})`);
+    const p = `model.layers.${index}.`;
+    const bias = (n: string) => (this.byHfName.has(p + n) ? this.tensor(p + n) : null);
+    return {
+      inputNorm: this.tensor(p + 'input_layernorm.weight'),
+      postNorm: this.tensor(p + 'post_attention_layernorm.weight'),
+      qBias: bias('self_attn.q_proj.bias'),
+      kBias: bias('self_attn.k_proj.bias'),
+      vBias: bias('self_attn.v_proj.bias'),
+    };
+  }
+
+  private int4Matrix(hfName: string): Int4Matrix | null {
+    const s = this.byHfName.get(hfName);
+    if (!s) fail(this.dir, `no .symb file holds '${hfName}'`);
+    const enc = this.encodingOf(s);
+    if (enc.method !== 'int4' || s.shape.length !== 2) return null;
+    const file = path.join(this.dir, s.file);
+    const bytes = readSmallRegularFile(file, symbByteLength(numelOf(s.shape), enc), 'this tensor\'s .symb file', 'missing .symb file');
+    validateSymbTensor(bytes, s.shape, enc, file, SYMB_CONFIG_FILE);
+    const scales = int4Scales(bytes);
+    for (let g = 0; g < scales.length; g++) {
+      // (code - 8) * scale reaches -8 * scale: that must be a finite float32 too.
+      if (!Number.isFinite(Math.fround(8 * scales[g]!))) fail(file, `int4 group scale ${g} is ${scales[g]}: its weights are not finite float32`);
+    }
+    return { file, rows: s.shape[0]!, cols: s.shape[1]!, groupSize: enc.groupSize, scales, packed: bytes.subarray(INT4_HEADER_BYTES + 4 * scales.length) };
   }
 
   close(): void {

@@ -1,8 +1,9 @@
 /**
  * `synaxim bench [--quick] [--out reports/bench] [--sections gate,phases,...] [--magnus DIR]`:
- * benchmarks of this machine and backend, every figure a ratio measured in the same run (see
- * bench/run.ts). Prints the headline table as JSON on stdout; writes bench.json, README.md and
- * charts into --out. Never a timed test: `npm run bench` runs it.
+ * benchmarks of this machine, every speed a fraction of the machine's own limits measured in the
+ * same run (sgemm peak, memory-copy bandwidth: bench/limits.ts; see bench/run.ts and docs/bench.md).
+ * Prints the headline table as JSON on stdout; writes bench.json, README.md and charts into --out.
+ * Never a timed test: `npm run bench` runs it.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -56,7 +57,7 @@ export function parseMagnusRuns(text: string | undefined): MagnusRun[] | undefin
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const command: CommandModule<any, any> = {
   command: 'bench',
-  describe: 'benchmark the gate, matmul-bound phases, throughput, scaling in T and worker threads; write reports/bench/',
+  describe: 'measure the machine\'s limits (sgemm peak, copy bandwidth) and every speed as a fraction of them: native engine, tfjs reference, gate, scaling, workers; write reports/bench/',
   builder: (y) =>
     withBackend(y)
       .option('quick', { type: 'boolean', default: false, describe: 'smaller sizes and fewer repetitions (minutes, not a quarter hour)' })

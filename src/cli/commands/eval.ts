@@ -46,6 +46,7 @@ export interface EvalArgs extends SuiteFlags {
   backend: Parameters<typeof startBackend>[0];
   quiet?: boolean;
   workers?: number;
+  teacherLogits?: string;
   /** Replace an earlier report in --out (other files there are kept). */
   overwrite?: boolean;
 }
@@ -88,6 +89,7 @@ export async function runEvalCommand(args: EvalArgs): Promise<{ json: string; md
       { path: args.adapter, what: 'adapter directory' },
       { path: suite.source !== 'flags' && fs.existsSync(suite.source) ? suite.source : null, what: 'suite file' },
       ...suite.corpora.map((c) => ({ path: c.kind === 'file' ? c.path : null, what: 'corpus' })),
+      { path: args.teacherLogits && fs.existsSync(args.teacherLogits) ? args.teacherLogits : null, what: 'teacher log-prob file' },
     ],
     isOurs: isEvalOutputEntry, marker: 'report.json',
   });
@@ -114,6 +116,7 @@ export async function runEvalCommand(args: EvalArgs): Promise<{ json: string; md
     configurations,
     windows,
     workers: args.workers ?? null,
+    teacherLogits: args.teacherLogits ?? null,
     perToken: (name, values) => perToken.set(name, values),
     log: (line) => {
       if (!args.quiet) process.stderr.write(`synaxim: ${line}\n`);
@@ -173,9 +176,14 @@ export const command: CommandModule<any, any> = {
       })
       .option('out', { type: 'string', demandOption: true, describe: 'output directory for the report' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'replace an earlier report in --out (other files there are kept)' })
+      .option('teacher-logits', {
+        type: 'string',
+        describe: "keep the teacher's log-probs in FILE: read when FILE exists (made for this teacher, tokenizer and suite), else computed and written; later evals against the same teacher skip it",
+      })
       .option('workers', { type: 'number', describe: 'worker threads, one tfjs engine each [default: 2 with ≥ 2 cores unless the job is tiny, else 1]' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress or summary on stderr (the report path still goes to stdout)' })
       .example('$0 eval --model stories260k --adapter out/distill-stories260k-L0-1 --out out/eval-adapter', 'teacher, engine, adapter and hybrid on the smoke suite')
+      .example('$0 eval --model stories260k --adapter A --teacher-logits teacher.tlp --out out/eval-a', 'the first run computes the teacher and keeps its log-probs; the next reads them')
       .example('$0 eval --model stories260k --corpus wiki.test.raw --context 512 --out out/eval-wiki', 'your own corpus (plain text or JSONL with a text field)'),
   handler: async (args) => {
     await runEvalCommand(args as unknown as EvalArgs);

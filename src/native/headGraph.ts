@@ -1,0 +1,42 @@
+/**
+ * The model's head as graphs: final RMSNorm + lm_head (int4 through MatMulNBits when the model is
+ * int4). A float32 lm_head bigger than HEAD_CHUNK_BYTES is split into vocabulary slices, one graph
+ * each (one ONNX model holds at most 2 GiB of weights).
+ *
+ * Graph interface: `h` [B, T, hidden] in, `logits` [B, T, count] out (vocabulary rows
+ * [start, start + count)).
+ */
+import type { ModelWeights } from '../formats/weights.ts';
+import { GraphBuilder } from '../runtime/ort/graph.ts';
+import { isInt4Symb, loadLmHead } from './layerWeights.ts';
+import { bindLinear } from './linear.ts';
+import { rmsNormNode } from './layerGraph.ts';
+
+/** Largest float32 lm_head slice bound in one graph. */
+export const HEAD_CHUNK_BYTES = 1 << 30;
+
+export interface HeadSlice {
+  start: number;
+  count: number;
+}
+
+/** Vocabulary slices of the head graphs. */
+export function headSlices(weights: ModelWeights): HeadSlice[] {
+  const { vocabSize: V, hiddenSize: D } = weights.config;
+  if (isInt4Symb(weights)) return [{ start: 0, count: V }];
+  const rows = Math.max(1, Math.floor(HEAD_CHUNK_BYTES / (4 * D)));
+  const slices: HeadSlice[] = [];
+  for (let start = 0; start < V; start += rows) slices.push({ start, count: Math.min(rows, V - start) });
+  return slices;
+}
+
+/** The serialized head graph for one vocabulary slice. */
+export function buildHeadGraph(name: string, weights: ModelWeights, slice: HeadSlice, T: number | 'T' = 'T'): Uint8Array {
+  const c = weights.config;
+  const b = new GraphBuilder(name);
+  const h = b.input('h', 'float32', ['B', T, c.hiddenSize]);
+  const norm = b.initializer('model.norm.weight', weights.finalNorm(), [c.hiddenSize]);
+  const lm = bindLinear(b, 'lm_head', loadLmHead(weights, slice.start, slice.count), null);
+  b.output(lm(rmsNormNode(b, h, norm, c.rmsNormEps)), 'float32', ['B', T, slice.count], 'logits');
+  return b.toBytes();
+}

@@ -1,0 +1,177 @@
+/**
+ * Builds an ONNX ModelProto in code (onnx-proto's protobufjs messages): default opset 17 plus the
+ * `com.microsoft` domain (MatMulNBits, SimplifiedLayerNormalization, ...). Value names are unique
+ * per builder; constants and weights become initializers so ONNX Runtime binds (and prepacks) them
+ * once per session.
+ */
+import onnxProto from 'onnx-proto';
+
+const { onnx } = onnxProto;
+
+export type ElemType = 'float32' | 'int64' | 'uint8' | 'int32';
+
+const DATA_TYPE: Record<ElemType, number> = {
+  float32: onnx.TensorProto.DataType.FLOAT,
+  int64: onnx.TensorProto.DataType.INT64,
+  uint8: onnx.TensorProto.DataType.UINT8,
+  int32: onnx.TensorProto.DataType.INT32,
+};
+
+/** Marks a number (or list) as a FLOAT attribute even when it is integral (e.g. `alpha: floatAttr(1)`). */
+export class FloatAttr {
+  constructor(readonly value: number | number[]) {}
+}
+export function floatAttr(value: number | number[]): FloatAttr {
+  return new FloatAttr(value);
+}
+
+export type AttrValue = number | number[] | string | boolean | FloatAttr;
+export type Attrs = Record<string, AttrValue>;
+
+/** Attribute names that are FLOAT in the operators we use, so integral values are not sent as INT. */
+const FLOAT_ATTRS = new Set(['epsilon', 'alpha', 'beta', 'gamma', 'scale', 'value_float', 'value_floats', 'softcap', 'min', 'max']);
+
+function attribute(name: string, v: AttrValue): onnxProto.onnx.IAttributeProto {
+  const T = onnx.AttributeProto.AttributeType;
+  if (v instanceof FloatAttr) {
+    return Array.isArray(v.value) ? { name, type: T.FLOATS, floats: v.value } : { name, type: T.FLOAT, f: v.value };
+  }
+  if (typeof v === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(v) };
+  if (typeof v === 'boolean') return { name, type: T.INT, i: v ? 1 : 0 };
+  if (Array.isArray(v)) {
+    const asFloat = FLOAT_ATTRS.has(name) || v.some((x) => !Number.isInteger(x));
+    return asFloat ? { name, type: T.FLOATS, floats: v } : { name, type: T.INTS, ints: v };
+  }
+  const asFloat = FLOAT_ATTRS.has(name) || !Number.isInteger(v);
+  return asFloat ? { name, type: T.FLOAT, f: v } : { name, type: T.INT, i: v };
+}
+
+function valueInfo(name: string, type: ElemType, dims: (number | string)[]): onnxProto.onnx.IValueInfoProto {
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType: DATA_TYPE[type],
+        shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
+      },
+    },
+  };
+}
+
+function bytesOf(data: Float32Array | Uint8Array | Int32Array | BigInt64Array): Uint8Array {
+  // Little-endian hosts only (x86/ARM): ONNX raw_data is little-endian.
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+function elemTypeOf(data: Float32Array | Uint8Array | Int32Array | BigInt64Array): ElemType {
+  if (data instanceof Float32Array) return 'float32';
+  if (data instanceof Uint8Array) return 'uint8';
+  if (data instanceof Int32Array) return 'int32';
+  return 'int64';
+}
+
+export class GraphBuilder {
+  private readonly nodes: onnxProto.onnx.INodeProto[] = [];
+  private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
+  private readonly outputs: onnxProto.onnx.IValueInfoProto[] = [];
+  private readonly initializers: onnxProto.onnx.ITensorProto[] = [];
+  /** Names handed out by fresh() or declared (inputs, initializers, renamed outputs). */
+  private readonly used = new Set<string>();
+  private readonly declared = new Set<string>();
+  private counter = 0;
+  /** Bytes of initializer data so far (protobuf caps a whole model at 2 GiB). */
+  initializerBytes = 0;
+
+  constructor(readonly name: string) {}
+
+  /** A new unique value name starting with `prefix`. */
+  fresh(prefix: string): string {
+    let n = `${prefix}_${this.counter++}`;
+    while (this.used.has(n)) n = `${prefix}_${this.counter++}`;
+    this.used.add(n);
+    return n;
+  }
+
+  private claim(name: string): string {
+    if (this.declared.has(name)) throw new Error(`GraphBuilder ${this.name}: value name '${name}' declared twice`);
+    this.declared.add(name);
+    this.used.add(name);
+    return name;
+  }
+
+  /** Declare a graph input; symbolic dims are strings ('B', 'T'). */
+  input(name: string, type: ElemType, dims: (number | string)[]): string {
+    this.inputs.push(valueInfo(this.claim(name), type, dims));
+    return name;
+  }
+
+  /** Declare `value` a graph output (renamed through Identity when `name` differs). */
+  output(value: string, type: ElemType, dims: (number | string)[], name?: string): void {
+    let out = value;
+    if (name !== undefined && name !== value) {
+      this.nodes.push({ opType: 'Identity', input: [value], output: [this.claim(name)], name: this.fresh('Identity') });
+      out = name;
+    }
+    this.outputs.push(valueInfo(out, type, dims));
+  }
+
+  initializer(name: string, data: Float32Array | Uint8Array | Int32Array | BigInt64Array, dims: number[]): string {
+    const numel = dims.reduce((a, b) => a * b, 1);
+    if (numel !== data.length) throw new Error(`GraphBuilder ${this.name}: initializer '${name}' has ${data.length} values for dims [${dims}]`);
+    this.initializers.push({ name: this.claim(name), dims, dataType: DATA_TYPE[elemTypeOf(data)], rawData: bytesOf(data) });
+    this.initializerBytes += data.byteLength;
+    return name;
+  }
+
+  /** A float32 constant (an initializer with a unique name). */
+  constF(values: number[] | Float32Array, dims: number[]): string {
+    return this.initializer(this.fresh('cf'), values instanceof Float32Array ? values : Float32Array.from(values), dims);
+  }
+
+  /** An int64 constant, 1-D by default. */
+  constI(values: number[], dims?: number[]): string {
+    return this.initializer(this.fresh('ci'), BigInt64Array.from(values.map((v) => BigInt(v))), dims ?? [values.length]);
+  }
+
+  /** Add a node; returns its first output's name. */
+  node(op: string, inputs: string[], attrs?: Attrs, opts?: { domain?: string; outputs?: number }): string {
+    return this.nodeN(op, inputs, opts?.outputs ?? 1, attrs, opts)[0]!;
+  }
+
+  /** Add a node with `n` outputs; returns their names. */
+  nodeN(op: string, inputs: string[], n: number, attrs?: Attrs, opts?: { domain?: string }): string[] {
+    const outs = Array.from({ length: n }, () => this.fresh(op));
+    this.nodes.push({
+      opType: op,
+      domain: opts?.domain ?? '',
+      input: inputs,
+      output: outs,
+      name: this.fresh(`n_${op}`),
+      attribute: Object.entries(attrs ?? {}).map(([k, v]) => attribute(k, v)),
+    });
+    return outs;
+  }
+
+  /** Serialize as a ModelProto (IR 8, opset 17 + com.microsoft 1). */
+  toBytes(): Uint8Array {
+    if (this.initializerBytes >= 2 ** 31 - 2 ** 20) {
+      throw new Error(`GraphBuilder ${this.name}: ${this.initializerBytes} bytes of weights exceed one ONNX model's 2 GiB protobuf limit`);
+    }
+    const model = onnx.ModelProto.create({
+      irVersion: 8,
+      producerName: 'synaxim',
+      opsetImport: [
+        { domain: '', version: 17 },
+        { domain: 'com.microsoft', version: 1 },
+      ],
+      graph: {
+        name: this.name,
+        node: this.nodes,
+        input: this.inputs,
+        output: this.outputs,
+        initializer: this.initializers,
+      },
+    });
+    return onnx.ModelProto.encode(model).finish();
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * ONNX Runtime (onnxruntime-node, CPU) sessions over models built by GraphBuilder. Intra-op
+ * threads = the machine's cores. Every ORT failure becomes a one-line SynaximError naming what
+ * ran (the model file and layer), never a native stack.
+ */
+import os from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { fail } from '../../util/errors.ts';
+
+export type OrtSession = ort.InferenceSession;
+export { ort };
+
+/** Intra-op threads: the cores this process may use (SYNAXIM_THREADS overrides). */
+export function ortThreads(): number {
+  const env = Number(process.env.SYNAXIM_THREADS);
+  if (Number.isInteger(env) && env > 0) return env;
+  return Math.max(1, os.availableParallelism());
+}
+
+/** The first meaningful line of an ORT error, without the native source location noise. */
+export function ortMessage(e: unknown): string {
+  const raw = e instanceof Error ? e.message : String(e);
+  const line = raw.split('\n').map((s) => s.trim()).filter((s) => s.length > 0).join(' ') || 'unknown error';
+  // "[ONNXRuntimeError] : 1 : FAIL : Load model from ... failed:..." -> keep the part after the status.
+  return line.replace(/^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*/, '').slice(0, 400);
+}
+
+function isOutOfMemory(msg: string): boolean {
+  return /bad_alloc|out of memory|Failed to allocate/i.test(msg);
+}
+
+export interface SessionOptions {
+  /** Intra-op threads (default ortThreads()); 1 for graphs of tiny ops, where a pool costs more than it gives. */
+  threads?: number;
+  /** Let idle pool threads spin (ORT's default true; off helps on an oversubscribed machine). */
+  spinning?: boolean;
+}
+
+/** Create a CPU session from serialized model bytes; `what` names the model file and layer for errors. */
+export async function createSession(model: Uint8Array, what: string, opts: SessionOptions = {}): Promise<OrtSession> {
+  const spinning = opts.spinning ?? process.env.SYNAXIM_ORT_SPIN !== '0';
+  try {
+    return await ort.InferenceSession.create(model, {
+      executionProviders: ['cpu'],
+      intraOpNumThreads: opts.threads ?? ortThreads(),
+      extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' } } },
+      interOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      logSeverityLevel: 3,
+    });
+  } catch (e) {
+    const msg = ortMessage(e);
+    fail(what, isOutOfMemory(msg) ? `not enough memory to prepare the ONNX Runtime graph (${msg})` : `ONNX Runtime could not load the graph: ${msg}`);
+  }
+}
+
+/** Run a session; errors as one line naming `what`. */
+export async function runSession(s: OrtSession, feeds: Record<string, ort.Tensor>, what: string): Promise<Record<string, ort.Tensor>> {
+  try {
+    return (await s.run(feeds)) as Record<string, ort.Tensor>;
+  } catch (e) {
+    const msg = ortMessage(e);
+    fail(what, isOutOfMemory(msg) ? `not enough memory to run the ONNX Runtime graph (${msg})` : `ONNX Runtime failed: ${msg}`);
+  }
+}
+
+/** Release a session's native memory (weights, prepacked buffers); errors here are ignored. */
+export async function releaseSession(s: OrtSession): Promise<void> {
+  try {
+    await s.release();
+  } catch {
+    // Releasing is best effort; a failed release leaves memory to the process exit.
+  }
+}
+
+/** A float32 tensor of `dims` over `data` (no copy). */
+export function f32(data: Float32Array, dims: number[]): ort.Tensor {
+  return new ort.Tensor('float32', data, dims);
+}
+
+/** An int64 tensor from plain numbers. */
+export function i64(values: ArrayLike<number>, dims?: number[]): ort.Tensor {
+  const a = BigInt64Array.from(Array.from(values, (v) => BigInt(v)));
+  return new ort.Tensor('int64', a, dims ?? [a.length]);
+}
