@@ -7,7 +7,10 @@ import type { ModelConfig } from '../formats/config.ts';
 import type { ModelWeights } from '../formats/weights.ts';
 import { adapterPolicyName, type Adapter } from '../formats/adapter.ts';
 import { formatBytes, gateStateBytesPerLayer, sameMemoryWindow } from '../engine/memory.ts';
-import { studentPrefill, type RestPolicy } from '../engine/student.ts';
+import { studentPrefill, type RestPolicy, type StudentOptions } from '../engine/student.ts';
+import { nativeForward } from '../runtime/backend.ts';
+import { nativePrefillMany, type NativeConfig } from '../native/model.ts';
+import { nativeStudentAttention } from '../native/gatePart.ts';
 import { teacherPrefill, type PrefillResult } from '../teacher/teacher.ts';
 import { fail } from '../util/errors.ts';
 import { parseConfigurationName, type ConfigurationName, type WindowRequest } from '../data/suite.ts';
@@ -24,6 +27,9 @@ export interface ConfigurationPlan {
    * May be asynchronous (an engine on another runtime, a cache read).
    */
   run: (sequences: number[][], hidden: boolean, onLayerDone?: (layer: number) => void) => PrefillResult | Promise<PrefillResult>;
+  /** The weights it runs on, and its layer layout (null: softmax attention throughout, the teacher's forward pass). */
+  on: ModelWeights;
+  layout: StudentLayout | null;
   /** `window-W`: W; `sameMemory` when it is the same-memory window. */
   window?: number;
   sameMemory?: boolean;
@@ -51,6 +57,75 @@ export function adapterWindowOfPolicy(p: LayerPolicy): number | null {
   return m ? Number(m[1]) : null;
 }
 
+/** A student configuration's layer layout: adapter, `--rest`, softmax layers, window (see model/policy.ts). */
+export type StudentLayout = Pick<StudentOptions, 'adapter' | 'rest' | 'softmaxLayers' | 'window'>;
+
+/** How a configuration runs one batch on the tfjs engine: the teacher's forward pass, or the student's under `layout`. */
+function runs(on: ModelWeights, layout: StudentLayout | null): Pick<ConfigurationPlan, 'run' | 'on' | 'layout'> {
+  return {
+    on,
+    layout,
+    run: (seqs, hidden, onLayerDone) =>
+      layout === null
+        ? teacherPrefill(on, seqs, { hidden, guardFinite: false, onLayerDone })
+        : studentPrefill(on, seqs, { ...layout, hidden, guardFinite: false, onLayerDone }),
+  };
+}
+
+/** The native engine's attention parts of a configuration (null: softmax at every layer). */
+function nativeConfig(plan: ConfigurationPlan): NativeConfig {
+  const attention = plan.layout === null ? () => null : nativeStudentAttention(plan.on.config, plan.layout);
+  return { name: plan.name, attention };
+}
+
+/**
+ * On the native engine, the configurations that run on the same weights advance together, layer by
+ * layer (nativePrefillMany): each layer's weights are read and prepared once per batch for all of
+ * them, not once per configuration. The first of them asked for a batch computes every one; the
+ * others hand over their result when asked (units run batch-major, so they are asked next).
+ */
+function layerMajor(plans: ConfigurationPlan[]): ConfigurationPlan[] {
+  const groups = new Map<ModelWeights, ConfigurationPlan[]>();
+  for (const p of plans) groups.set(p.on, [...(groups.get(p.on) ?? []), p]);
+  return plans.map((plan) => {
+    const group = groups.get(plan.on)!;
+    const configs = group.map(nativeConfig);
+    const own = configs[group.indexOf(plan)]!;
+    const shared = sharedBatch(plan.on, configs);
+    return {
+      ...plan,
+      run: async (seqs, hidden, onLayerDone) => {
+        // Hidden states are asked for all windows (the suite's hidden metric) or for one window on the
+        // non-finite diagnosis path: the latter runs alone.
+        if (hidden && seqs.length === 1 && !shared.holds(seqs)) return (await nativePrefillMany(plan.on, seqs, [own], { hidden, guardFinite: false, onLayerDone }))[own.name]!;
+        return shared.take(plan.name, seqs, hidden, onLayerDone);
+      },
+    };
+  });
+}
+
+/** One batch's results for a group of configurations, computed together and handed out once each. */
+function sharedBatch(weights: ModelWeights, configs: NativeConfig[]) {
+  let key: string | null = null;
+  let pending: Map<string, PrefillResult> | null = null;
+  const keyOf = (seqs: number[][]) => seqs.map((s) => s.join(',')).join(';');
+  return {
+    holds: (seqs: number[][]) => key === keyOf(seqs),
+    async take(name: string, seqs: number[][], hidden: boolean, onLayerDone?: (layer: number) => void): Promise<PrefillResult> {
+      const k = keyOf(seqs);
+      if (key !== k || !pending?.has(name)) {
+        pending = new Map(Object.entries(await nativePrefillMany(weights, seqs, configs, { hidden, guardFinite: false, onLayerDone })));
+        key = k;
+      } else if (onLayerDone) {
+        for (let l = 0; l < weights.config.numLayers; l++) onLayerDone(l);
+      }
+      const out = pending.get(name)!;
+      pending.delete(name);
+      return out;
+    },
+  };
+}
+
 /**
  * The eval's teacher stage: the reference every configuration is compared with, one batch of
  * windows at a time. The one place the teacher's logits come from (a cache of the teacher's
@@ -62,7 +137,7 @@ export function teacherConfiguration(teacherWeights: ModelWeights): Configuratio
     description: `softmax attention on the teacher's weights (${teacherWeights.format} ${teacherWeights.storage})`,
     weights: 'teacher',
     layers: layerPolicies(teacherWeights.config.numLayers, null, 'teacher'),
-    run: (seqs, hidden, onLayerDone) => teacherPrefill(teacherWeights, seqs, { hidden, guardFinite: false, onLayerDone }),
+    ...runs(teacherWeights, null),
   };
 }
 
@@ -88,7 +163,7 @@ export function configurationPlans(
       description: `softmax attention on the student's dequantized weights (${studentWeights.storage}): quantization error only`,
       weights: 'student',
       layers: layerPolicies(c.numLayers, null, 'teacher'),
-      run: (seqs, hidden, onLayerDone) => teacherPrefill(studentWeights, seqs, { hidden, guardFinite: false, onLayerDone }),
+      ...runs(studentWeights, null),
     });
   }
   all.push({
@@ -96,7 +171,7 @@ export function configurationPlans(
     description: 'every layer engine-v0.1.1 (the published engine, no adapter)',
     weights: 'student',
     layers: layerPolicies(c.numLayers, null, 'engine'),
-    run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'engine', hidden, guardFinite: false, onLayerDone }),
+    ...runs(studentWeights, { adapter: null, rest: 'engine' }),
   });
   if (adapter) {
     all.push({
@@ -104,21 +179,21 @@ export function configurationPlans(
       description: `adapted layers adapter-v1, the others ${REST_TO_POLICY[rest]} (--rest ${rest})`,
       weights: 'student',
       layers: layerPolicies(c.numLayers, adapter, rest),
-      run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter, rest, hidden, guardFinite: false, onLayerDone }),
+      ...runs(studentWeights, { adapter, rest }),
     });
     all.push({
       name: 'hybrid',
       description: 'adapted layers adapter-v1, the others softmax attention',
       weights: 'student',
       layers: layerPolicies(c.numLayers, adapter, 'teacher'),
-      run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter, rest: 'teacher', hidden, guardFinite: false, onLayerDone }),
+      ...runs(studentWeights, { adapter, rest: 'teacher' }),
     });
   }
   for (const name of extra) {
     const plan = parametricPlan(name, c, studentWeights, adapter, sameMemory);
     if (plan && !all.some((p) => p.name === plan.name)) all.push(plan);
   }
-  return all;
+  return nativeForward() ? layerMajor(all) : all;
 }
 
 /** The plan of a parametric configuration (`window-W`, `engine@L`, `adapter@L`); null when it does not apply. */
@@ -138,7 +213,7 @@ function parametricPlan(name: ConfigurationName, c: ModelConfig, studentWeights:
       layers: windowPolicies(c.numLayers, W),
       window: W,
       sameMemory: same,
-      run: (seqs, hidden, onLayerDone) => studentPrefill(studentWeights, seqs, { adapter: null, rest: 'teacher', window: W, hidden, guardFinite: false, onLayerDone }),
+      ...runs(studentWeights, { adapter: null, rest: 'teacher', window: W }),
     };
   }
   const { policy, layers } = spec;
@@ -151,8 +226,7 @@ function parametricPlan(name: ConfigurationName, c: ModelConfig, studentWeights:
     description: `${which} ${policy === 'engine' ? 'engine-v0.1.1' : 'adapter-v1'}, the others softmax attention`,
     weights: 'student',
     layers: Array.from({ length: c.numLayers }, (_, l) => (layers.includes(l) ? (policy === 'engine' ? 'engine-v0.1.1' : 'adapter-v1') : 'teacher')),
-    run: (seqs, hidden, onLayerDone) =>
-      studentPrefill(studentWeights, seqs, { adapter: policy === 'adapter' ? adapter : null, rest: policy === 'engine' ? 'engine' : 'teacher', softmaxLayers, hidden, guardFinite: false, onLayerDone }),
+    ...runs(studentWeights, { adapter: policy === 'adapter' ? adapter : null, rest: policy === 'engine' ? 'engine' : 'teacher', softmaxLayers }),
   };
 }
 

@@ -26,7 +26,7 @@
  */
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { backendInfo } from '../runtime/backend.ts';
+import { backendInfo, nativeForward } from '../runtime/backend.ts';
 import { fail, InterruptedError } from '../util/errors.ts';
 import { entryExists } from '../util/fileio.ts';
 import { openTeacherLogits, teacherLogitsKey, TeacherLogitsWriter } from './teacherLogits.ts';
@@ -154,14 +154,18 @@ interface UnitPlan {
   batchFed: number[];
 }
 
-function planUnits(opts: RunEvalOptions, c: ModelConfig, plans: ConfigurationPlan[], windows: EvalWindow[], fed: number): UnitPlan {
+function planUnits(opts: RunEvalOptions, c: ModelConfig, plans: ConfigurationPlan[], windows: EvalWindow[], fed: number, log: (line: string) => void): UnitPlan {
   const suite = opts.suite;
   const defaultBatch = Math.max(suite.context, Math.min(8192, Math.floor(2 ** 26 / c.vocabSize)));
   // Workers take (batch, configuration) units: with more than one, cut the windows into at least
   // that many batches so every worker has work even when one batch would hold them all.
   // A worker costs ~1–2 s to start (tsx, tfjs, wasm): jobs under ~2·10¹⁰ multiply-adds stay here.
   const flops = 2 * fed * plans.length * (c.numLayers * (3 * c.intermediateSize + 2 * qDim(c) + 2 * c.numKvHeads * c.headDim) * c.hiddenSize + c.vocabSize * c.hiddenSize);
-  const workers = chooseWorkers({ requested: opts.workers, units: windows.length * plans.length, tiny: flops < 2e10 });
+  // The native engine runs one process on every core (ONNX Runtime's threads) and advances all
+  // configurations of a batch together: worker threads would only split that work and repeat it.
+  const requested = nativeForward() && (opts.workers ?? 1) > 1 ? 1 : opts.workers;
+  if (requested !== opts.workers) log(`eval: --workers ${opts.workers} applies to the tfjs backends; the native engine uses every core in this process`);
+  const workers = chooseWorkers({ requested, units: windows.length * plans.length, tiny: flops < 2e10 });
   // (each batch re-streams the weights once per configuration, so no more batches than that)
   const batchTokens = opts.batchTokens ?? (workers > 1 ? Math.max(suite.context, Math.min(defaultBatch, Math.ceil(fed / workers) + suite.context - 1)) : defaultBatch);
   const batches = batchWindows(windows, batchTokens);
@@ -235,7 +239,7 @@ function teacherLogitsStage(file: string, models: EvalModels, plans: Configurati
  */
 async function runConfigurations(opts: RunEvalOptions, c: ModelConfig, sel: PlanSelection, windows: EvalWindow[], fed: number, interrupted: () => boolean, log: (line: string) => void): Promise<EvalAccumulation> {
   const { plans } = sel;
-  const { batches, workers, batchFed } = planUnits(opts, c, plans, windows, fed);
+  const { batches, workers, batchFed } = planUnits(opts, c, plans, windows, fed, log);
   const totalUnits = batches.length * plans.length;
   const wantHidden = opts.suite.metrics.includes('hidden');
   const totalWork = fed * c.numLayers * plans.length;

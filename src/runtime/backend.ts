@@ -1,17 +1,47 @@
 /**
- * Compute backend selection. tfjs-core + tfjs-backend-wasm is the default that works everywhere;
- * tfjs-node-gpu / tfjs-node are optional dependencies (their install downloads libtensorflow and is
- * skipped where that fails). `auto` picks the best backend that loads. Every command records the
- * backend that ran (see `backendInfo`).
+ * Compute backend selection: what runs the forward passes, and what trains.
+ *
+ * - `auto` / `native`: forward passes (teacher, student, every eval configuration, decoding) on the
+ *   native engine (src/native: ONNX Runtime, onnxruntime-node's CPU library, all cores); adapter
+ *   training (gradients) on the best tfjs backend that loads. `native-cuda`: the same with ONNX
+ *   Runtime's CUDA execution provider (needs its CUDA 12 binaries, see the README).
+ * - `wasm`, `cpu`, `tensorflow`, `tensorflow-gpu`: tfjs for everything — the slow, exact
+ *   references (tfjs-node/-gpu are optional dependencies whose install downloads libtensorflow).
+ * Every command records the backend that ran (see `backendInfo`).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import type { ModelConfig } from '../formats/config.ts';
 import { fail } from '../util/errors.ts';
+import { ortThreads, setOrtProvider, type OrtProvider } from './ort/session.ts';
 
-export const BACKEND_CHOICES = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export const BACKEND_CHOICES = ['auto', 'native', 'native-cuda', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+type TfjsChoice = Exclude<BackendChoice, 'native' | 'native-cuda'>;
+
+/** What runs forward passes: the native engine (ONNX Runtime, with its execution provider) or tfjs. */
+export type ForwardEngine = { kind: 'native'; provider: OrtProvider } | { kind: 'tfjs' };
+let forward: ForwardEngine = { kind: 'tfjs' };
+
+/** The engine forward passes run on (set by initBackend; tfjs until then). */
+export function forwardEngine(): ForwardEngine {
+  return forward;
+}
+
+/** Whether forward passes run on the native engine. */
+export function nativeForward(): boolean {
+  return forward.kind === 'native';
+}
+
+async function ortLoads(): Promise<string | null> {
+  try {
+    const ort = await import('onnxruntime-node');
+    return ort.env.versions.node ?? ort.env.versions.common ?? 'unknown';
+  } catch {
+    return null;
+  }
+}
 
 const require = createRequire(import.meta.url);
 let active: { choice: BackendChoice; name: string; detail: string } | null = null;
@@ -42,11 +72,33 @@ async function activate(name: string): Promise<boolean> {
 }
 
 /** Initialise the chosen backend (idempotent). Returns the tfjs backend name that runs. */
-export async function initBackend(choice: BackendChoice = 'auto'): Promise<string> {
+export async function initBackend(requested: BackendChoice = 'auto'): Promise<string> {
+  if (!BACKEND_CHOICES.includes(requested)) fail(null, `unknown --backend '${requested}' (choose from ${BACKEND_CHOICES.join(', ')})`);
+  const fromEnv = process.env.SYNAXIM_BACKEND as BackendChoice | undefined;
+  const choice = requested === 'auto' && fromEnv && BACKEND_CHOICES.includes(fromEnv) ? fromEnv : requested;
+  const wantsNative = choice === 'auto' || choice === 'native' || choice === 'native-cuda';
+  if (wantsNative && forward.kind !== 'native') {
+    const version = await ortLoads();
+    if (version === null) {
+      if (choice !== 'auto') fail(null, `backend '${choice}': onnxruntime-node could not be loaded; is it installed (npm ci)? Try --backend wasm`);
+    } else {
+      const provider: OrtProvider = choice === 'native-cuda' ? 'cuda' : 'cpu';
+      setOrtProvider(provider);
+      forward = { kind: 'native', provider };
+      nativeDetail = `onnxruntime-node ${version} (${provider === 'cuda' ? 'CUDA execution provider' : `CPU, ${ortThreads()} threads`})`;
+    }
+  } else if (!wantsNative) {
+    forward = { kind: 'tfjs' };
+  }
+  return initTfjs(wantsNative ? 'auto' : (choice as TfjsChoice));
+}
+
+let nativeDetail = '';
+
+/** The tfjs backend (training, and every forward pass under a tfjs choice). */
+async function initTfjs(choice: TfjsChoice): Promise<string> {
   if (active && (active.choice === choice || choice === 'auto')) return active.name;
-  if (!BACKEND_CHOICES.includes(choice)) fail(null, `unknown --backend '${choice}' (choose from ${BACKEND_CHOICES.join(', ')})`);
-  const order: BackendChoice[] = choice === 'auto' ? ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] : [choice];
-  if (process.env.SYNAXIM_BACKEND && choice === 'auto') order.unshift(process.env.SYNAXIM_BACKEND as BackendChoice);
+  const order: TfjsChoice[] = choice === 'auto' ? ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] : [choice];
   for (const c of order) {
     let ok = false;
     let detail = '';
@@ -75,9 +127,14 @@ export async function initBackend(choice: BackendChoice = 'auto'): Promise<strin
   return fail(null, 'no tfjs backend could be loaded');
 }
 
-/** What ran, for logs and reports. */
+/** What ran, for logs and reports: `native` (and the tfjs backend that trains) or the tfjs backend. */
 export function backendInfo(): { backend: string; detail: string; tfjs: string } {
-  return { backend: active?.name ?? tf.getBackend(), detail: active?.detail ?? '', tfjs: tf.version_core };
+  const tfjsName = active?.name ?? tf.getBackend();
+  const tfjsDetail = active?.detail ?? '';
+  if (forward.kind === 'native') {
+    return { backend: forward.provider === 'cuda' ? 'native-cuda' : 'native', detail: `${nativeDetail}; adapter training on ${tfjsDetail || tfjsName}`, tfjs: tf.version_core };
+  }
+  return { backend: tfjsName, detail: tfjsDetail, tfjs: tf.version_core };
 }
 
 /** The wasm backend is 32-bit WebAssembly: its heap can never exceed 4 GiB. */

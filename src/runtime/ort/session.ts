@@ -29,6 +29,23 @@ function isOutOfMemory(msg: string): boolean {
   return /bad_alloc|out of memory|Failed to allocate/i.test(msg);
 }
 
+/** Where sessions run: ONNX Runtime's CPU provider, or CUDA (its CUDA 12 binaries installed; see the README). */
+export type OrtProvider = 'cpu' | 'cuda';
+let provider: OrtProvider = 'cpu';
+
+/** Set by the backend choice (`--backend native-cuda`). */
+export function setOrtProvider(p: OrtProvider): void {
+  provider = p;
+}
+
+function providerError(msg: string): string | null {
+  if (provider !== 'cuda' || !/cuda|CUDAExecutionProvider|libonnxruntime_providers/i.test(msg)) return null;
+  return (
+    `--backend native-cuda: ONNX Runtime's CUDA execution provider could not start (${msg}); it needs CUDA 12 with cuDNN 9 and ` +
+    'its binaries, installed with: ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js'
+  );
+}
+
 export interface SessionOptions {
   /** Intra-op threads (default ortThreads()); 1 for graphs of tiny ops, where a pool costs more than it gives. */
   threads?: number;
@@ -41,7 +58,7 @@ export async function createSession(model: Uint8Array, what: string, opts: Sessi
   const spinning = opts.spinning ?? process.env.SYNAXIM_ORT_SPIN !== '0';
   try {
     return await ort.InferenceSession.create(model, {
-      executionProviders: ['cpu'],
+      executionProviders: provider === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
       intraOpNumThreads: opts.threads ?? ortThreads(),
       extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' } } },
       interOpNumThreads: 1,
@@ -51,7 +68,7 @@ export async function createSession(model: Uint8Array, what: string, opts: Sessi
     });
   } catch (e) {
     const msg = ortMessage(e);
-    fail(what, isOutOfMemory(msg) ? `not enough memory to prepare the ONNX Runtime graph (${msg})` : `ONNX Runtime could not load the graph: ${msg}`);
+    fail(what, providerError(msg) ?? (isOutOfMemory(msg) ? `not enough memory to prepare the ONNX Runtime graph (${msg})` : `ONNX Runtime could not load the graph: ${msg}`));
   }
 }
 
