@@ -292,20 +292,20 @@ describe('distill on a tiny model', () => {
       const { teacherHiddenStates } = await import(${JSON.stringify(pathToFileURL(path.join(PROJECT_ROOT, 'src/distill/teacherCache.ts')).href)});
       const { openModel } = await import(${JSON.stringify(pathToFileURL(path.join(PROJECT_ROOT, 'src/formats/openModel.ts')).href)});
       const seqs = ${JSON.stringify(seqs.map((s) => Array.from(s)))}.map((s) => Int32Array.from(s));
-      const r = teacherHiddenStates(openModel(${JSON.stringify(TINY)}), seqs, [0, 1, 2, 3, 4], ${JSON.stringify(key)}, { root: ${JSON.stringify(root)} });
+      const r = await teacherHiddenStates(openModel(${JSON.stringify(TINY)}), seqs, [0, 1, 2, 3, 4], ${JSON.stringify(key)}, { root: ${JSON.stringify(root)} });
       process.stdout.write(String(r.fromCache.length));
     `);
     const [a, b] = await Promise.all([runChild(script), runChild(script)]);
     expect(a.code).toBe(0);
     expect(b.code).toBe(0);
-    const fresh = teacherHiddenStates(w, seqs, [0, 1, 2, 3, 4], key, { useCache: false });
-    const cached = teacherHiddenStates(w, seqs, [0, 1, 2, 3, 4], key, { root });
+    const fresh = await teacherHiddenStates(w, seqs, [0, 1, 2, 3, 4], key, { useCache: false });
+    const cached = await teacherHiddenStates(w, seqs, [0, 1, 2, 3, 4], key, { root });
     expect(cached.fromCache).toEqual([0, 1, 2, 3, 4]);
     for (const i of [0, 1, 2, 3, 4]) for (const s of [0, 1]) expect(Array.from(cached.hidden.get(i)![s]!)).toEqual(Array.from(fresh.hidden.get(i)![s]!));
     expect(fs.readdirSync(cached.cacheDir).filter((f) => f.includes('.tmp-'))).toEqual([]);
     // A corrupt entry is recomputed, not trusted.
     fs.writeFileSync(path.join(cached.cacheDir, 'hidden.2.safetensors'), 'garbage');
-    const again = teacherHiddenStates(w, seqs, [2], key, { root });
+    const again = await teacherHiddenStates(w, seqs, [2], key, { root });
     expect(again.fromCache).toEqual([]);
     expect(Array.from(again.hidden.get(2)![1]!)).toEqual(Array.from(fresh.hidden.get(2)![1]!));
     w.close();

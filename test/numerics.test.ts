@@ -140,17 +140,17 @@ describe('activations that overflow float32 stop the run, naming where', () => {
     expect(err.message).toMatch(new RegExp(`^student: non-finite activation \\((NaN|-?Infinity)\\) in the output of untrained layer ${OVERFLOW_LAYER} \\(--rest engine\\) of sequence 0 at position \\d+, before the first trained layer 3`));
   });
 
-  it('a cache entry holding NaN (from before this check) is recomputed, not trusted', () => {
+  it('a cache entry holding NaN (from before this check) is recomputed, not trusted', async () => {
     const seqs = [Int32Array.from({ length: 12 }, (_, i) => (i * 5 + 2) % 320)];
     const key = { modelHash: 'numerics-test', sequencesHash: hashSequences(seqs), seqLen: 12 };
     const root = path.join(tmp, 'cache-nan');
     const poisoned = new Float32Array(12 * 64).fill(NaN);
     fs.mkdirSync(teacherCacheDir(key, root), { recursive: true });
     writeSafetensors(path.join(teacherCacheDir(key, root), 'hidden.2.safetensors'), { hidden: { dtype: 'F32', shape: [1, 12, 64], data: poisoned } });
-    const r = teacherHiddenStates(model, seqs, [2], key, { root });
+    const r = await teacherHiddenStates(model, seqs, [2], key, { root });
     expect(r.fromCache).toEqual([]);
     expect(allFinite(r.hidden.get(2)![0]!)).toBe(true);
-    expect(teacherHiddenStates(model, seqs, [2], key, { root }).fromCache).toEqual([2]); // rewritten, now trusted
+    expect((await teacherHiddenStates(model, seqs, [2], key, { root })).fromCache).toEqual([2]); // rewritten, now trusted
   });
 });
 

@@ -513,12 +513,12 @@ describe.skipIf(!sharedAvailable())('stories260k (a real trained model)', () => 
     }
   });
 
-  it('generateIds stops at EOS and keeps it', () => {
+  it('generateIds stops at EOS and keeps it', async () => {
     const dec = new TeacherDecoder(w);
     try {
       const golden = readGreedy(STORIES);
       // Declare the 6th generated token an EOS: generation stops right after emitting it.
-      const r = generateIds(dec, [1], { maxTokens: 40, sampler: new Sampler({ temperature: 0, topP: 0.9, seed: 1 }), eosIds: [golden[6]], maxPositions: 512 });
+      const r = await generateIds(dec, [1], { maxTokens: 40, sampler: new Sampler({ temperature: 0, topP: 0.9, seed: 1 }), eosIds: [golden[6]], maxPositions: 512 });
       expect(r.stop).toBe('eos');
       expect(r.ids).toEqual(golden.slice(0, 7));
     } finally {

@@ -18,7 +18,8 @@ export function withBackend<T>(y: Argv<T>) {
 /** Initialise the backend and say on stderr which one runs (every command records it). */
 export async function startBackend(choice: BackendChoice, quiet = false): Promise<string> {
   const name = await initBackend(choice);
-  if (!quiet) process.stderr.write(`synaxim: backend ${name} (${backendInfo().detail})\n`);
+  const info = backendInfo(); // (native: the engine of the forward passes, and the tfjs backend that trains)
+  if (!quiet) process.stderr.write(`synaxim: backend ${info.backend} (${info.detail})\n`);
   return name;
 }
 

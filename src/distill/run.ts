@@ -55,7 +55,7 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
     dir = lockRunDir(rc);
     const hashes = modelHashes(models);
     const started = startOrResume(rc, dir, resumeFingerprint(rc, { ...hashes, sequences: data.tok.hash }), c.hiddenSize, log);
-    const targets = teacherTargets(rc, models, data, hashes.teacher, log);
+    const targets = await teacherTargets(rc, models, data, hashes.teacher, log);
     const { ctx, dispose } = passContext(rc, models, data, targets);
     const signals = watchInterrupts(DISTILL_INTERRUPT_MESSAGES);
     try {

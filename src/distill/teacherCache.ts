@@ -4,8 +4,9 @@
  *
  * Layout: `<cacheDir>/teacher-hidden/<key>/hidden.<l>.safetensors`, one file per residual-stream
  * index l (0 = embeddings, l+1 = after layer l), tensor `hidden` [N, T, hidden] F32. The key is a
- * hash of the teacher's content hash, the sequences' hash and the seq-len, so anything that changes
- * the numbers changes the key. Each file is written to a temporary name and renamed into place:
+ * hash of the teacher's content hash, the sequences' hash, the seq-len and the engine that computes
+ * them (tfjs, or the native engine, whose float32 sums are ordered differently), so anything that
+ * changes the numbers changes the key. Each file is written to a temporary name and renamed into place:
  * two runs filling the same cache at once both write complete, identical files and the last rename
  * wins — a reader never sees a partial file. `logprobs.safetensors` in the same directory holds the
  * teacher's next-token log-probs (the `--loss kl` target), under the same key.
@@ -17,6 +18,9 @@ import { fail } from '../util/errors.ts';
 import { cacheDir } from '../util/paths.ts';
 import { SafetensorsFile, writeSafetensors } from '../formats/safetensors.ts';
 import type { ModelWeights } from '../formats/weights.ts';
+import { forwardEngine } from '../runtime/backend.ts';
+import { nativePrefill } from '../native/model.ts';
+import type { PrefillOptions, PrefillResult } from '../model/sequence.ts';
 import { teacherPrefill } from '../teacher/teacher.ts';
 import { logSoftmaxRows } from './klLoss.ts';
 import { removeStaleTemps } from './lock.ts';
@@ -30,11 +34,41 @@ export interface TeacherCacheKey {
   /** hashSequences() of the token sequences. */
   sequencesHash: string;
   seqLen: number;
+  /**
+   * What computes the teacher (default 'tfjs'). The engines agree to float32 rounding, not bit for
+   * bit, so each has its own entries: a run (and its --resume) reads back exactly what its engine
+   * computes.
+   */
+  engine?: TeacherEngine;
+}
+
+/** The engines the teacher can be computed on: tfjs (any tfjs backend), ONNX Runtime on CPU or CUDA. */
+export type TeacherEngine = 'tfjs' | 'native' | 'native-cuda';
+
+/** The engine this process's forward passes run on (set by initBackend). */
+export function currentTeacherEngine(): TeacherEngine {
+  const f = forwardEngine();
+  return f.kind === 'tfjs' ? 'tfjs' : f.provider === 'cuda' ? 'native-cuda' : 'native';
 }
 
 export function teacherCacheDir(key: TeacherCacheKey, root = cacheDir()): string {
-  const id = sha256Hex(`v${TEACHER_CACHE_VERSION}|${key.modelHash}|${key.sequencesHash}|${key.seqLen}`).slice(0, 32);
+  // tfjs keeps the key it always had (existing caches stay valid); other engines add their name.
+  const engine = key.engine && key.engine !== 'tfjs' ? `|${key.engine}` : '';
+  const id = sha256Hex(`v${TEACHER_CACHE_VERSION}|${key.modelHash}|${key.sequencesHash}|${key.seqLen}${engine}`).slice(0, 32);
   return path.join(root, 'teacher-hidden', id);
+}
+
+/**
+ * Sequences per native teacher call: as many as keep its two residual streams (layer input and
+ * output) within 1 GiB — each call builds every layer's session once, so fewer calls are faster.
+ */
+function nativeBatch(T: number, D: number): number {
+  return Math.max(16, Math.floor(2 ** 30 / (2 * 4 * T * D)));
+}
+
+/** The teacher over whole sequences on the key's engine. */
+async function prefillOn(engine: TeacherEngine, weights: ModelWeights, sequences: number[][], opts: PrefillOptions): Promise<PrefillResult> {
+  return engine === 'tfjs' ? teacherPrefill(weights, sequences, opts) : nativePrefill(weights, sequences, opts);
 }
 
 function layerFile(dir: string, index: number): string {
@@ -70,6 +104,7 @@ function writeCached(dir: string, index: number, perSeq: Float32Array[], T: numb
     seq_len: String(key.seqLen),
     index: String(index),
     version: String(TEACHER_CACHE_VERSION),
+    engine: key.engine ?? 'tfjs',
   });
 }
 
@@ -106,16 +141,18 @@ export interface TeacherHiddenResult {
 
 /**
  * Residual-stream indices `indices` (0 = embeddings, l+1 = after layer l) of the teacher for every
- * sequence, from the cache where present; missing ones are computed in batches of `batchSize`
- * sequences (the teacher streams its layers) and stored.
+ * sequence, from the cache where present; missing ones are computed on the key's engine in batches
+ * of `batchSize` sequences (the teacher streams its layers; tfjs default 16, native as many as
+ * fit 1 GiB of residual streams: its layer-major pass builds each layer's session once per call)
+ * and stored.
  */
-export function teacherHiddenStates(
+export async function teacherHiddenStates(
   weights: ModelWeights,
   sequences: Int32Array[],
   indices: number[],
   key: TeacherCacheKey,
   opts: { root?: string; batchSize?: number; log?: (msg: string) => void; useCache?: boolean } = {},
-): TeacherHiddenResult {
+): Promise<TeacherHiddenResult> {
   const c = weights.config;
   const D = c.hiddenSize;
   const n = sequences.length;
@@ -142,13 +179,14 @@ export function teacherHiddenStates(
   opts.log?.(`teacher: computing hidden states ${missing.join(', ')} for ${n} sequences × ${T} tokens (cache ${dir})`);
   for (const i of missing) hidden.set(i, new Array<Float32Array>(n));
   const lastNeeded = missing[missing.length - 1]!;
-  const batch = Math.max(1, opts.batchSize ?? 16);
+  const engine = key.engine ?? 'tfjs';
+  const batch = Math.max(1, opts.batchSize ?? (engine === 'tfjs' ? 16 : nativeBatch(T, D)));
   for (let s0 = 0; s0 < n; s0 += batch) {
     const group = sequences.slice(s0, s0 + batch).map((s) => Array.from(s));
     if (missing.includes(0)) group.forEach((ids, j) => (hidden.get(0)![s0 + j] = weights.embed(ids)));
     if (lastNeeded === 0) continue;
     try {
-      teacherPrefill(weights, group, {
+      await prefillOn(engine, weights, group, {
         logits: false,
         guardFinite: false, // requireFiniteHidden below says more: the sequence's index in the whole set, the position, that nothing was cached
         onLayer: (l, perSeq) => {
@@ -185,12 +223,12 @@ export function teacherLogProbsFile(key: TeacherCacheKey, root = cacheDir()): st
  * 128k-token vocabulary: 32 MiB per sequence — the cache is meant for calibration sets of
  * hundreds of sequences, not more).
  */
-export function teacherLogProbs(
+export async function teacherLogProbs(
   weights: ModelWeights,
   sequences: Int32Array[],
   key: TeacherCacheKey,
   opts: { root?: string; batchSize?: number; log?: (msg: string) => void; useCache?: boolean } = {},
-): { logProbs: Float32Array[]; file: string; fromCache: boolean } {
+): Promise<{ logProbs: Float32Array[]; file: string; fromCache: boolean }> {
   const V = weights.config.vocabSize;
   const n = sequences.length;
   const T = key.seqLen;
@@ -217,10 +255,12 @@ export function teacherLogProbs(
   }
   opts.log?.(`teacher: computing next-token log-probs for ${n} sequences × ${T} tokens (cache ${dir})`);
   const logProbs: Float32Array[] = new Array(n);
-  const batch = Math.max(1, opts.batchSize ?? 16);
+  const engine = key.engine ?? 'tfjs';
+  // Native: larger batches (each call builds every layer's session once); logits of 64 sequences at a time.
+  const batch = Math.max(1, opts.batchSize ?? (engine === 'tfjs' ? 16 : 64));
   for (let s0 = 0; s0 < n; s0 += batch) {
     const group = sequences.slice(s0, s0 + batch).map((s) => Array.from(s));
-    const { logits } = teacherPrefill(weights, group, { logits: true });
+    const { logits } = await prefillOn(engine, weights, group, { logits: true });
     logits.forEach((z, j) => {
       for (let i = 0; i < z.length; i++) {
         if (!Number.isFinite(z[i]!)) fail(null, `teacher: non-finite logit (${z[i]}) of calibration sequence ${s0 + j} at position ${Math.floor(i / V)}: the teacher's weights overflow float32; nothing was cached or trained`);
@@ -238,6 +278,7 @@ export function teacherLogProbs(
       sequences_hash: key.sequencesHash,
       seq_len: String(key.seqLen),
       version: String(TEACHER_CACHE_VERSION),
+      engine: key.engine ?? 'tfjs',
     });
   }
   return { logProbs, file, fromCache: false };

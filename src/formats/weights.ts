@@ -4,6 +4,7 @@
  * float32 host arrays, one layer at a time, so callers can stream: load layer l, use it, drop it.
  * Matrices keep the PyTorch `nn.Linear` orientation: [out_features, in_features], row-major.
  */
+import path from 'node:path';
 import type { ModelConfig } from './config.ts';
 
 export interface Matrix {
@@ -42,4 +43,9 @@ export interface ModelWeights {
   layer(index: number): LayerWeights;
   /** Release file handles and caches. */
   close(): void;
+}
+
+/** The file that describes a model (named by errors about the model as a whole). */
+export function modelConfigFile(weights: Pick<ModelWeights, 'dir' | 'format'>): string {
+  return path.join(weights.dir, weights.format === 'hf' ? 'config.json' : 'config.symb.json');
 }

@@ -11,59 +11,24 @@
  * The teacher (every layer softmax) and the student (per-layer policies) are compositions of these.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import path from 'node:path';
 import { fail } from '../util/errors.ts';
 import { requireModelFitsBackend } from '../runtime/backend.ts';
 import type { ModelConfig } from '../formats/config.ts';
-import type { ModelWeights } from '../formats/weights.ts';
+import { modelConfigFile, type ModelWeights } from '../formats/weights.ts';
+import { validateIds, type PrefillOptions, type PrefillResult } from './sequence.ts';
 import { disposeLayer, linear, rmsNorm, ropeCosSin, uploadLayer, uploadMatrix, type LayerTensors } from './nn.ts';
 import { decoderLayer, LayerState, policyAttention, type RopeTables } from './decoderLayer.ts';
 import { needsRope, type LayerPolicy } from './policy.ts';
+
+// One definition for every engine (model/sequence.ts, formats/weights.ts); re-exported for existing importers.
+export { modelConfigFile } from '../formats/weights.ts';
+export { validateIds, type PrefillOptions, type PrefillResult } from './sequence.ts';
 
 /**
  * What replaces attention in a layer: maps the normed layer input x [T, hidden] of sequence
  * `seqIndex` to the attention block's output (after o_proj) [T, hidden].
  */
 export type TokenMixer = (x: tf.Tensor2D, layer: LayerTensors, layerIndex: number, seqIndex: number) => tf.Tensor2D;
-
-export interface PrefillOptions {
-  /** Return hidden.0 (embeddings) … hidden.L (residual stream after each layer) per sequence. */
-  hidden?: boolean;
-  /** Called after layer l with each sequence's residual stream after it (= hidden.{l+1}), [T*hidden]. */
-  onLayer?: (layerIndex: number, hiddenPerSeq: Float32Array[]) => void;
-  /** Called after layer l without reading anything back (progress: eval ticks per layer). */
-  onLayerDone?: (layerIndex: number) => void;
-  /** Skip the final norm and lm_head (callers that only want hidden states). Default true. */
-  logits?: boolean;
-  /**
-   * Stop with an error naming the layer when a layer's output has NaN/Inf (default true). Callers
-   * with a richer diagnosis of their own (eval names configuration, document and position) turn it off.
-   */
-  guardFinite?: boolean;
-}
-
-export interface PrefillResult {
-  /** Per sequence: [T, vocab] row-major. Empty when `logits: false`. */
-  logits: Float32Array[];
-  /** Per sequence: hidden[l] = hidden.l, [T, hidden] row-major, l = 0..numLayers. */
-  hidden?: Float32Array[][];
-}
-
-/** The file that describes a model (named by errors about the model as a whole). */
-export function modelConfigFile(weights: Pick<ModelWeights, 'dir' | 'format'>): string {
-  return path.join(weights.dir, weights.format === 'hf' ? 'config.json' : 'config.symb.json');
-}
-
-/** Token ids must be integers inside the vocabulary: one-line error otherwise. */
-export function validateIds(config: ModelConfig, ids: ArrayLike<number>, what = 'input'): void {
-  if (ids.length === 0) fail(null, `${what}: empty token sequence`);
-  for (let i = 0; i < ids.length; i++) {
-    const id = ids[i];
-    if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) {
-      fail(null, `${what}: token id ${id} at position ${i} is outside the vocabulary (0..${config.vocabSize - 1})`);
-    }
-  }
-}
 
 /** Vocabulary rows per lm_head slice: keeps one uploaded slice near 64 MiB of f32. */
 function lmHeadSliceRows(c: ModelConfig): number {

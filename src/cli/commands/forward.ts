@@ -11,11 +11,12 @@ import { modelInputs, resolveModel } from '../../data/registry.ts';
 import { openModel } from '../../formats/openModel.ts';
 import { writeSafetensors, type StTensorToWrite } from '../../formats/safetensors.ts';
 import { readAdapterForModel, type Adapter } from '../../formats/adapter.ts';
-import { validateIds } from '../../model/forward.ts';
+import { validateIds } from '../../model/sequence.ts';
 import { REST_POLICIES, type RestPolicy } from '../../model/policy.ts';
 import { engineForward, ENGINES, type Engine } from '../../engine/engines.ts';
 import { studentPolicyLine } from '../../engine/policyLine.ts';
 import { parseIdList, startBackend, withBackend } from '../common.ts';
+import { backendInfo } from '../../runtime/backend.ts';
 
 interface ForwardArgs {
   model: string;
@@ -38,7 +39,8 @@ export async function runForward(args: ForwardArgs): Promise<{ out: string; toke
     out: args.out, flag: '--out', kind: 'file', overwrite: args.overwrite ?? false,
     inputs: [...modelInputs(args.model), { path: args.adapter, what: 'adapter directory' }],
   });
-  const backend = await startBackend(args.backend);
+  await startBackend(args.backend);
+  const backend = backendInfo().backend; // 'native' when the native engine runs the forward pass
   const resolved = resolveModel(args.model);
   const dir = args.engine === 'teacher' ? resolved.teacherDir : resolved.studentDir;
   const weights = openModel(dir);
@@ -50,7 +52,7 @@ export async function runForward(args: ForwardArgs): Promise<{ out: string; toke
       process.stderr.write(studentPolicyLine('student', weights.config.numLayers, adapter, args.rest));
     }
     const t0 = performance.now();
-    const r = engineForward(weights, ids, { engine: args.engine, adapter, rest: args.rest }, args.hidden);
+    const r = await engineForward(weights, ids, { engine: args.engine, adapter, rest: args.rest }, args.hidden);
     const seconds = (performance.now() - t0) / 1000;
     const { vocabSize: V, hiddenSize: D } = weights.config;
     const T = ids.length;

@@ -12,12 +12,13 @@ import { Sampler } from '../../model/sampling.ts';
 import { openModel } from '../../formats/openModel.ts';
 import { loadTokenizer, type Tokenizer } from '../../formats/tokenizer.ts';
 import { readAdapterForModel, type Adapter } from '../../formats/adapter.ts';
-import { validateIds } from '../../model/forward.ts';
+import { validateIds } from '../../model/sequence.ts';
 import { REST_POLICIES, type RestPolicy } from '../../model/policy.ts';
 import { engineDecoder, ENGINES, type Engine } from '../../engine/engines.ts';
 import { generateIds, type Decoder, type StopReason } from '../../engine/generate.ts';
 import { studentPolicyLine } from '../../engine/policyLine.ts';
 import { parseIdList, startBackend, withBackend } from '../common.ts';
+import { backendInfo } from '../../runtime/backend.ts';
 
 interface GenerateArgs {
   model: string;
@@ -53,7 +54,8 @@ export async function runGenerate(args: GenerateArgs, write: (s: string) => void
   if (args.engine === 'teacher' && args.adapter !== undefined) fail(null, '--adapter needs --engine student');
   const sampler = new Sampler({ temperature: args.temperature, topP: args.topP, seed: args.seed });
 
-  const backend = await startBackend(args.backend, args.json);
+  await startBackend(args.backend, args.json);
+  const backend = backendInfo().backend; // 'native' when the native engine decodes
   const resolved = resolveModel(args.model);
   const weights = openModel(args.engine === 'teacher' ? resolved.teacherDir : resolved.studentDir);
   const c = weights.config;
@@ -78,11 +80,11 @@ export async function runGenerate(args: GenerateArgs, write: (s: string) => void
       adapter = args.adapter !== undefined ? readAdapterForModel(args.adapter, weights, args.allowOtherBase ?? false) : null;
       process.stderr.write(studentPolicyLine('student', c.numLayers, adapter, args.rest));
     }
-    decoder = engineDecoder(weights, { engine: args.engine, adapter, rest: args.rest });
+    decoder = await engineDecoder(weights, { engine: args.engine, adapter, rest: args.rest });
     const stream = !args.json;
     if (stream) write(tokenizer ? tokenizer.decode(promptIds) : promptIds.join(' '));
     const t0 = performance.now();
-    const { ids, stop } = generateIds(decoder, promptIds, {
+    const { ids, stop } = await generateIds(decoder, promptIds, {
       maxTokens: args.maxTokens,
       sampler,
       eosIds,
@@ -101,7 +103,7 @@ export async function runGenerate(args: GenerateArgs, write: (s: string) => void
     }
     return { ids, text, promptLength: promptIds.length, stop, backend, engine: args.engine, tokensPerSecond };
   } finally {
-    decoder?.dispose?.();
+    await decoder?.dispose?.();
     weights.close();
   }
 }

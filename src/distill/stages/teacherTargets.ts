@@ -5,7 +5,7 @@
  */
 import { fail } from '../../util/errors.ts';
 import { backendMemoryLimit, layerWeightBytes } from '../../runtime/backend.ts';
-import { teacherHiddenStates, teacherLogProbs, type TeacherCacheKey } from '../teacherCache.ts';
+import { currentTeacherEngine, teacherHiddenStates, teacherLogProbs, type TeacherCacheKey } from '../teacherCache.ts';
 import type { RunConfig } from '../runConfig.ts';
 import type { DistillData } from './data.ts';
 import type { DistillModels } from './models.ts';
@@ -17,8 +17,9 @@ export interface TeacherTargets {
   logProbs: Float32Array[] | null;
 }
 
-export function teacherTargets(rc: RunConfig, m: DistillModels, data: DistillData, teacherHash: string, log: (msg: string) => void): TeacherTargets {
-  const key: TeacherCacheKey = { modelHash: teacherHash, sequencesHash: data.tok.hash, seqLen: rc.seqLen };
+/** The teacher runs on this process's forward engine (native under --backend auto|native); training stays on tfjs. */
+export async function teacherTargets(rc: RunConfig, m: DistillModels, data: DistillData, teacherHash: string, log: (msg: string) => void): Promise<TeacherTargets> {
+  const key: TeacherCacheKey = { modelHash: teacherHash, sequencesHash: data.tok.hash, seqLen: rc.seqLen, engine: currentTeacherEngine() };
   const cache = { root: rc.cacheRoot, useCache: rc.cache, log };
   // Layer l reads hidden.l (--input teacher) and is trained towards hidden.(l+1).
   const needed = new Set<number>();
@@ -26,7 +27,7 @@ export function teacherTargets(rc: RunConfig, m: DistillModels, data: DistillDat
     needed.add(l + 1);
     if (rc.input === 'teacher') needed.add(l);
   }
-  const th = teacherHiddenStates(m.teacher, data.tok.sequences, [...needed], key, cache);
+  const th = await teacherHiddenStates(m.teacher, data.tok.sequences, [...needed], key, cache);
   if (th.fromCache.length === needed.size) log(`teacher hidden states from cache ${th.cacheDir}`);
   if (!rc.withKl) return { hidden: th.hidden, logProbs: null };
 
@@ -41,7 +42,7 @@ export function teacherTargets(rc: RunConfig, m: DistillModels, data: DistillDat
       `--loss ${rc.loss}: the whole student (${(need / 1024 ** 3).toFixed(1)} GiB of float32 weights) must be on the backend at once, more than ${limit.what} allows; use --loss mse (layers streamed one at a time)`,
     );
   }
-  const lp = teacherLogProbs(m.teacher, data.tok.sequences, key, cache);
+  const lp = await teacherLogProbs(m.teacher, data.tok.sequences, key, cache);
   if (lp.fromCache) log(`teacher log-probs from cache ${lp.file}`);
   return { hidden: th.hidden, logProbs: lp.logProbs };
 }
