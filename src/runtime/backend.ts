@@ -11,7 +11,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { createRequire } from 'node:module';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import type { ModelConfig } from '../formats/config.ts';
 import { fail } from '../util/errors.ts';
 import { ortThreads, setOrtProvider, type OrtProvider } from './ort/session.ts';
@@ -83,6 +85,7 @@ export async function initBackend(requested: BackendChoice = 'auto'): Promise<st
       if (choice !== 'auto') fail(null, `backend '${choice}': onnxruntime-node could not be loaded; is it installed (npm ci)? Try --backend wasm`);
     } else {
       const provider: OrtProvider = choice === 'native-cuda' ? 'cuda' : 'cpu';
+      if (provider === 'cuda') requireCudaProvider();
       setOrtProvider(provider);
       forward = { kind: 'native', provider };
       nativeDetail = `onnxruntime-node ${version} (${provider === 'cuda' ? 'CUDA execution provider' : `CPU, ${ortThreads()} threads`})`;
@@ -94,6 +97,22 @@ export async function initBackend(requested: BackendChoice = 'auto'): Promise<st
 }
 
 let nativeDetail = '';
+
+/**
+ * `native-cuda` needs ONNX Runtime's CUDA provider library beside its CPU library; onnxruntime-node
+ * does not install it by default (and this project's .npmrc skips that download). Say so up front.
+ */
+function requireCudaProvider(): void {
+  const ortDir = path.dirname(require.resolve('onnxruntime-node/package.json'));
+  const binDir = path.join(ortDir, 'bin', 'napi-v6', process.platform, process.arch);
+  if (!fs.existsSync(path.join(binDir, 'libonnxruntime_providers_cuda.so'))) {
+    fail(
+      null,
+      `backend 'native-cuda': ONNX Runtime's CUDA provider is not installed (no libonnxruntime_providers_cuda.so in ${binDir}); ` +
+        'on a machine with CUDA 12 and cuDNN 9 run: ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js',
+    );
+  }
+}
 
 /** The tfjs backend (training, and every forward pass under a tfjs choice). */
 async function initTfjs(choice: TfjsChoice): Promise<string> {
