@@ -12,42 +12,9 @@
  * (chunked gate + blocked window attention on tfjs, and the recurrent decoder) must equal.
  */
 import type { ModelConfig } from '../formats/config.ts';
-import type { LayerWeights, Matrix } from '../formats/weights.ts';
+import type { LayerWeights } from '../formats/weights.ts';
 import type { AdapterLayerParams } from '../formats/adapter.ts';
-
-const sigmoid = (z: number) => (z >= 0 ? 1 / (1 + Math.exp(-z)) : Math.exp(z) / (1 + Math.exp(z)));
-
-function matVec(w: Matrix, x: ArrayLike<number>, bias: Float32Array | null = null): Float64Array {
-  const out = new Float64Array(w.rows);
-  for (let o = 0; o < w.rows; o++) {
-    let acc = bias ? bias[o]! : 0;
-    for (let i = 0; i < w.cols; i++) acc += w.data[o * w.cols + i]! * x[i]!;
-    out[o] = acc;
-  }
-  return out;
-}
-
-/** HF rotate-half RoPE at position `pos` (plain RoPE, θ = rope_theta). */
-function rope(x: Float64Array, heads: number, hd: number, pos: number, theta: number): Float64Array {
-  const half = hd / 2;
-  const out = new Float64Array(x.length);
-  for (let h = 0; h < heads; h++) {
-    for (let i = 0; i < half; i++) {
-      const angle = pos / Math.pow(theta, (2 * i) / hd);
-      const a = x[h * hd + i]!;
-      const b = x[h * hd + i + half]!;
-      out[h * hd + i] = a * Math.cos(angle) - b * Math.sin(angle);
-      out[h * hd + i + half] = b * Math.cos(angle) + a * Math.sin(angle);
-    }
-  }
-  return out;
-}
-
-const norm = (a: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i]! * a[i]!;
-  return Math.sqrt(s);
-};
+import { matVec, norm, rope, sigmoid } from './float64.naive.ts';
 
 /** o [T*hidden] (float64) of an adapter-window layer for normed input x [T*hidden] at positions 0..T−1. */
 export function naiveAdapterWindowBlock(x: Float32Array, lw: LayerWeights, c: ModelConfig, p: AdapterLayerParams, window: number): Float64Array {
