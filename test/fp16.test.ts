@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/util/fp16.ts';
+import { bf16BitsToF32, decodeBf16, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/util/fp16.ts';
 
 /** Slow obvious reference: the nearest half (ties to even) found by searching all 65536 bit patterns' values. */
 const HALF_VALUES: { bits: number; value: number }[] = [];
@@ -72,5 +72,20 @@ describe('bfloat16', () => {
       const v = bf16BitsToF32(b);
       if (!Number.isNaN(v)) expect(f32ToBf16Bits(v)).toBe(b);
     }
+  });
+});
+
+describe('decodeBf16', () => {
+  it('decodes aligned (fast path) and unaligned bytes to the same values, each by its bit pattern', () => {
+    const bits = [0x0000, 0x8000, 0x3f80, 0xbf80, 0x7f80, 0xff80, 0x7fc0, 0x0001, 0x4049, 0xc2f7, 0x7f7f];
+    const aligned = new Uint8Array(2 * bits.length);
+    bits.forEach((b, i) => ((aligned[2 * i] = b & 0xff), (aligned[2 * i + 1] = b >> 8)));
+    const shifted = new Uint8Array(aligned.length + 1);
+    shifted.set(aligned, 1);
+    const unaligned = shifted.subarray(1);
+    expect(unaligned.byteOffset % 2).toBe(1);
+    const expected = bits.map((b) => bf16BitsToF32(b));
+    expect(Array.from(decodeBf16(aligned))).toEqual(expected);
+    expect(Array.from(decodeBf16(unaligned))).toEqual(expected);
   });
 });
