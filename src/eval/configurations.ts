@@ -72,9 +72,15 @@ function runs(on: ModelWeights, layout: StudentLayout | null): Pick<Configuratio
   };
 }
 
-/** The native engine's attention parts of a configuration (null: softmax at every layer). */
-function nativeConfig(plan: ConfigurationPlan): NativeConfig {
-  const attention = plan.layout === null ? () => null : nativeStudentAttention(plan.on.config, plan.layout);
+/**
+ * The native engine's attention parts of a configuration (null: softmax at every layer) for
+ * sequences of at most `longest` tokens. A window that covers every sequence is softmax attention
+ * exactly (the same mask), so it shares the softmax branch instead of computing it again.
+ */
+function nativeConfig(plan: ConfigurationPlan, longest: number): NativeConfig {
+  const layout = plan.layout;
+  const coversAll = layout !== null && layout.window != null && layout.window >= longest && !layout.adapter && layout.rest === 'teacher';
+  const attention = layout === null || coversAll ? () => null : nativeStudentAttention(plan.on.config, layout);
   return { name: plan.name, attention };
 }
 
@@ -89,15 +95,20 @@ function layerMajor(plans: ConfigurationPlan[]): ConfigurationPlan[] {
   for (const p of plans) groups.set(p.on, [...(groups.get(p.on) ?? []), p]);
   return plans.map((plan) => {
     const group = groups.get(plan.on)!;
-    const configs = group.map(nativeConfig);
-    const own = configs[group.indexOf(plan)]!;
-    const shared = sharedBatch(plan.on, configs);
+    const configsFor = (seqs: number[][]) => {
+      const longest = Math.max(...seqs.map((q) => q.length));
+      return group.map((p) => nativeConfig(p, longest));
+    };
+    const shared = sharedBatch(plan.on, configsFor);
     return {
       ...plan,
       run: async (seqs, hidden, onLayerDone) => {
         // Hidden states are asked for all windows (the suite's hidden metric) or for one window on the
         // non-finite diagnosis path: the latter runs alone.
-        if (hidden && seqs.length === 1 && !shared.holds(seqs)) return (await nativePrefillMany(plan.on, seqs, [own], { hidden, guardFinite: false, onLayerDone }))[own.name]!;
+        if (hidden && seqs.length === 1 && !shared.holds(seqs)) {
+          const own = configsFor(seqs)[group.indexOf(plan)]!;
+          return (await nativePrefillMany(plan.on, seqs, [own], { hidden, guardFinite: false, onLayerDone }))[own.name]!;
+        }
         return shared.take(plan.name, seqs, hidden, onLayerDone);
       },
     };
@@ -105,7 +116,7 @@ function layerMajor(plans: ConfigurationPlan[]): ConfigurationPlan[] {
 }
 
 /** One batch's results for a group of configurations, computed together and handed out once each. */
-function sharedBatch(weights: ModelWeights, configs: NativeConfig[]) {
+function sharedBatch(weights: ModelWeights, configsFor: (seqs: number[][]) => NativeConfig[]) {
   let key: string | null = null;
   let pending: Map<string, PrefillResult> | null = null;
   const keyOf = (seqs: number[][]) => seqs.map((s) => s.join(',')).join(';');
@@ -114,7 +125,7 @@ function sharedBatch(weights: ModelWeights, configs: NativeConfig[]) {
     async take(name: string, seqs: number[][], hidden: boolean, onLayerDone?: (layer: number) => void): Promise<PrefillResult> {
       const k = keyOf(seqs);
       if (key !== k || !pending?.has(name)) {
-        pending = new Map(Object.entries(await nativePrefillMany(weights, seqs, configs, { hidden, guardFinite: false, onLayerDone })));
+        pending = new Map(Object.entries(await nativePrefillMany(weights, seqs, configsFor(seqs), { hidden, guardFinite: false, onLayerDone })));
         key = k;
       } else if (onLayerDone) {
         for (let l = 0; l < weights.config.numLayers; l++) onLayerDone(l);
