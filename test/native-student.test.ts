@@ -310,6 +310,9 @@ describe('native student models = tfjs studentPrefill (random model, GQA 3:1)', 
         let worst = 0;
         for (let t = 0; t < seqs[0]!.length; t++) worst = Math.max(worst, relRms(await dec.step(seqs[0]![t]!), got.logits[0]!.subarray(t * V, (t + 1) * V)));
         expect(worst).toBeLessThan(1e-5);
+        // reset() zeroes every state, the gate's in-place (double-buffered) D×D one included.
+        dec.reset();
+        for (let t = 0; t < 3; t++) expect(relRms(await dec.step(seqs[0]![t]!), got.logits[0]!.subarray(t * V, (t + 1) * V)), `after reset, position ${t}`).toBeLessThan(1e-5);
       } finally {
         await dec.close();
       }

@@ -18,8 +18,9 @@ import { teacherPrefill } from '../src/teacher/teacher.ts';
 import { argmax } from '../src/model/sampling.ts';
 import { nativePrefill, nativePrefillMany, NativeDecoder, requireNativeFits } from '../src/native/model.ts';
 import { softmaxPart, type AttentionPart } from '../src/native/layerGraph.ts';
-import { GraphBuilder } from '../src/runtime/ort/graph.ts';
-import { createSession, f32, runSession } from '../src/runtime/ort/session.ts';
+import onnxProto from 'onnx-proto';
+import { externalDataOf, GraphBuilder } from '../src/runtime/ort/graph.ts';
+import { createSession, f32, releaseSession, runSession } from '../src/runtime/ort/session.ts';
 import { maxAbsDiff, randoms } from './helpers/numeric.ts';
 
 beforeAll(async () => {
@@ -146,6 +147,51 @@ describe('nativePrefillMany', () => {
     const attention = (l: number) => (l === 1 ? halfSoftmax : null);
     const full = (await nativePrefill(w, [seqs[0]!], { attention })).logits[0]!;
     await expectDecodeMatchesPrefill(w, seqs[0]!, full, 1e-5, attention);
+  });
+});
+
+describe('graph building and running', () => {
+  it('a named output renames its node (no Identity copy); later uses, inputs and repeated outputs stay right', async () => {
+    const b = new GraphBuilder('outputs');
+    const x = b.input('x', 'float32', [3]);
+    const y = b.node('Add', [x, b.constF([1, 2, 3], [3])]);
+    b.output(y, 'float32', [3], 'y_out');
+    b.output(y, 'float32', [3], 'y_again'); // already an output: a copy
+    b.output(b.node('Mul', [y, b.constF([2], [])]), 'float32', [3], 'z'); // y used after being renamed
+    b.output(x, 'float32', [3], 'x_echo'); // a graph input: a copy
+    const bytes = b.toBytes();
+    const nodes = onnxProto.onnx.ModelProto.decode(bytes).graph!.node!;
+    expect(nodes.filter((n) => n.opType === 'Identity').map((n) => n.output![0])).toEqual(['y_again', 'x_echo']);
+    const s = await createSession(bytes, 'outputs');
+    const r = await runSession(s, { x: f32(new Float32Array([1, 1, 1]), [3]) }, 'outputs');
+    expect([...(r.y_out!.data as Float32Array)]).toEqual([2, 3, 4]);
+    expect([...(r.y_again!.data as Float32Array)]).toEqual([2, 3, 4]);
+    expect([...(r.z!.data as Float32Array)]).toEqual([4, 6, 8]);
+    expect([...(r.x_echo!.data as Float32Array)]).toEqual([1, 1, 1]);
+    // A pre-allocated output is written in place; unnamed outputs are not computed.
+    const into = new Float32Array(3);
+    const only = await runSession(s, { x: f32(new Float32Array([0, 1, 2]), [3]) }, 'outputs', { z: f32(into, [3]) });
+    expect([...into]).toEqual([2, 6, 10]);
+    expect(Object.keys(only)).toEqual(['z']);
+    await releaseSession(s);
+  });
+  it('large weights travel as in-memory external data, not protobuf copies, with the same results', async () => {
+    const K = 64;
+    const N = 512; // 128 KiB of float32: above the external-data threshold
+    const w = randoms(N * K, 7);
+    const xv = randoms(K, 8);
+    const b = new GraphBuilder('external');
+    const x = b.input('x', 'float32', [1, K]);
+    b.output(b.node('FusedMatMul', [x, b.initializer('w', w, [N, K])], { transB: 1 }, { domain: 'com.microsoft' }), 'float32', [1, N], 'y');
+    const bytes = b.toBytes();
+    expect(bytes.length).toBeLessThan(4096);
+    expect(externalDataOf(bytes).map((e) => e.data.byteLength)).toEqual([4 * N * K]);
+    const s = await createSession(bytes, 'external');
+    const y = (await runSession(s, { x: f32(xv, [1, K]) }, 'external')).y!.data as Float32Array;
+    await releaseSession(s);
+    const ref = new Float64Array(N);
+    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) ref[n] += w[n * K + k]! * xv[k]!;
+    expect(maxAbsDiff(y, Float32Array.from(ref))).toBeLessThan(1e-5);
   });
 });
 

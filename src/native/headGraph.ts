@@ -30,13 +30,25 @@ export function headSlices(weights: ModelWeights): HeadSlice[] {
   return slices;
 }
 
-/** The serialized head graph for one vocabulary slice. */
-export function buildHeadGraph(name: string, weights: ModelWeights, slice: HeadSlice, T: number | 'T' = 'T'): Uint8Array {
+/** Add final norm + lm_head (one vocabulary slice) over `h` [B, T, hidden] to a graph: output `logits` [B, T, count]. */
+export function addHead(b: GraphBuilder, weights: ModelWeights, slice: HeadSlice, h: string, T: number | 'T'): void {
   const c = weights.config;
-  const b = new GraphBuilder(name);
-  const h = b.input('h', 'float32', ['B', T, c.hiddenSize]);
   const norm = b.initializer('model.norm.weight', weights.finalNorm(), [c.hiddenSize]);
   const lm = bindLinear(b, 'lm_head', loadLmHead(weights, slice.start, slice.count), null);
   b.output(lm(rmsNormNode(b, h, norm, c.rmsNormEps)), 'float32', ['B', T, slice.count], 'logits');
+}
+
+/** Bytes of one head slice's weights as bound (int4 stays 4-bit). */
+export function headBytes(weights: ModelWeights, slice: HeadSlice): number {
+  const c = weights.config;
+  const gs = isInt4Symb(weights) && slice.count === c.vocabSize ? weights.quantization.groupSize : null;
+  const numel = slice.count * c.hiddenSize;
+  return gs ? numel / 2 + (4 * numel) / gs : 4 * numel;
+}
+
+/** The serialized head graph for one vocabulary slice. */
+export function buildHeadGraph(name: string, weights: ModelWeights, slice: HeadSlice, T: number | 'T' = 'T'): Uint8Array {
+  const b = new GraphBuilder(name);
+  addHead(b, weights, slice, b.input('h', 'float32', ['B', T, weights.config.hiddenSize]), T);
   return b.toBytes();
 }

@@ -332,15 +332,23 @@ export function buildLayerGraph(name: string, config: ModelConfig, mode: 'prefil
 
 /**
  * Several consecutive layers of one configuration as one graph (the resident decoder: one run per
- * step instead of one per layer): input `h0`, output `h0_out`.
+ * step instead of one per layer): input `h0`, output `h0_out` — or, with `head`, what the head adds
+ * on the last layer's output (the decoder's last stack computes the logits in the same run).
  */
-export function buildStackGraph(name: string, config: ModelConfig, mode: 'prefill' | 'decode', layers: { layer: number; weights: NativeLayerWeights; part: AttentionPart }[]): LayerGraph {
+export function buildStackGraph(
+  name: string,
+  config: ModelConfig,
+  mode: 'prefill' | 'decode',
+  layers: { layer: number; weights: NativeLayerWeights; part: AttentionPart }[],
+  head?: (b: GraphBuilder, h: string, T: number | 'T') => void,
+): LayerGraph {
   const b = new GraphBuilder(name);
   const shared = new SharedInputs(b, config, mode);
   const T = mode === 'decode' ? 1 : 'T';
   const D = config.hiddenSize;
   let h = b.input('h0', 'float32', ['B', T, D]);
   for (const { layer, weights, part } of layers) h = addLayer(shared, layer, weights, [part], [h], name)[0]!;
-  b.output(h, 'float32', ['B', T, D], 'h0_out');
+  if (head) head(b, h, T);
+  else b.output(h, 'float32', ['B', T, D], 'h0_out');
   return finish(b, shared, name);
 }

@@ -70,6 +70,27 @@ function elemTypeOf(data: Float32Array | Uint8Array | Int32Array | BigInt64Array
   return 'int64';
 }
 
+/** Initializers at least this big are external data (views of the host arrays, not protobuf copies). */
+const EXTERNAL_MIN_BYTES = 1 << 16;
+
+/** One in-memory "file" of external initializer data, as ORT's `externalData` session option takes it. */
+export interface ExternalData {
+  path: string;
+  data: Uint8Array;
+}
+
+/**
+ * The external data of serialized models, keyed by their bytes: a model from toBytes() carries its
+ * large weights as views of the host arrays (no protobuf copy of every weight, no 2 GiB limit on
+ * them); createSession hands them to ORT. The arrays must stay unchanged until the session exists.
+ */
+const externalOf = new WeakMap<Uint8Array, ExternalData[]>();
+
+/** The external data a model from GraphBuilder.toBytes() needs (none for small graphs). */
+export function externalDataOf(model: Uint8Array): ExternalData[] {
+  return externalOf.get(model) ?? [];
+}
+
 export class GraphBuilder {
   private readonly nodes: onnxProto.onnx.INodeProto[] = [];
   private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
@@ -79,8 +100,15 @@ export class GraphBuilder {
   private readonly used = new Set<string>();
   private readonly declared = new Set<string>();
   private counter = 0;
-  /** Bytes of initializer data so far (protobuf caps a whole model at 2 GiB). */
+  /** Graph output names, and node values renamed to an output name (value -> output name). */
+  private readonly outputNames = new Set<string>();
+  private readonly renamed = new Map<string, string>();
+  /** Bytes of initializer data so far. */
   initializerBytes = 0;
+  /** Bytes of initializer data inside the protobuf (which caps a whole model at 2 GiB). */
+  private inlineBytes = 0;
+  /** Large initializers, passed to ORT as in-memory external data instead of copied into the protobuf. */
+  private readonly external: ExternalData[] = [];
 
   constructor(readonly name: string) {}
 
@@ -105,20 +133,49 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Declare `value` a graph output (renamed through Identity when `name` differs). */
+  /**
+   * Declare `value` a graph output, named `name` when given. A node's output not yet a graph output
+   * is renamed in place (every use follows), so ORT writes it straight into the output buffer; a
+   * graph input, an initializer or a value already output goes through an Identity (a copy).
+   */
   output(value: string, type: ElemType, dims: (number | string)[], name?: string): void {
-    let out = value;
-    if (name !== undefined && name !== value) {
-      this.nodes.push({ opType: 'Identity', input: [value], output: [this.claim(name)], name: this.fresh('Identity') });
+    let out = this.renamed.get(value) ?? value;
+    if (name !== undefined && name !== out) {
+      const producer = this.outputNames.has(out) ? undefined : this.nodes.find((n) => n.output!.includes(out));
+      this.claim(name);
+      if (producer) {
+        for (const n of this.nodes) {
+          n.input = n.input!.map((x) => (x === out ? name : x));
+          n.output = n.output!.map((x) => (x === out ? name : x));
+        }
+        this.renamed.set(value, name);
+      } else {
+        this.nodes.push({ opType: 'Identity', input: [out], output: [name], name: this.fresh('Identity') });
+      }
       out = name;
     }
+    this.outputNames.add(out);
     this.outputs.push(valueInfo(out, type, dims));
   }
 
   initializer(name: string, data: Float32Array | Uint8Array | Int32Array | BigInt64Array, dims: number[]): string {
     const numel = dims.reduce((a, b) => a * b, 1);
     if (numel !== data.length) throw new Error(`GraphBuilder ${this.name}: initializer '${name}' has ${data.length} values for dims [${dims}]`);
-    this.initializers.push({ name: this.claim(name), dims, dataType: DATA_TYPE[elemTypeOf(data)], rawData: bytesOf(data) });
+    const dataType = DATA_TYPE[elemTypeOf(data)];
+    if (data.byteLength >= EXTERNAL_MIN_BYTES) {
+      // Weights stay in their host arrays: ORT reads them from memory at session creation.
+      const path = `ext_${this.external.length}.bin`;
+      this.external.push({ path, data: bytesOf(data) });
+      const externalData = [
+        { key: 'location', value: path },
+        { key: 'offset', value: '0' },
+        { key: 'length', value: String(data.byteLength) },
+      ];
+      this.initializers.push({ name: this.claim(name), dims, dataType, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL, externalData });
+    } else {
+      this.initializers.push({ name: this.claim(name), dims, dataType, rawData: bytesOf(data) });
+      this.inlineBytes += data.byteLength;
+    }
     this.initializerBytes += data.byteLength;
     return name;
   }
@@ -144,7 +201,7 @@ export class GraphBuilder {
     this.nodes.push({
       opType: op,
       domain: opts?.domain ?? '',
-      input: inputs,
+      input: inputs.map((x) => this.renamed.get(x) ?? x),
       output: outs,
       name: this.fresh(`n_${op}`),
       attribute: Object.entries(attrs ?? {}).map(([k, v]) => attribute(k, v)),
@@ -154,8 +211,8 @@ export class GraphBuilder {
 
   /** Serialize as a ModelProto (IR 8, opset 17 + com.microsoft 1). */
   toBytes(): Uint8Array {
-    if (this.initializerBytes >= 2 ** 31 - 2 ** 20) {
-      throw new Error(`GraphBuilder ${this.name}: ${this.initializerBytes} bytes of weights exceed one ONNX model's 2 GiB protobuf limit`);
+    if (this.inlineBytes >= 2 ** 31 - 2 ** 20) {
+      throw new Error(`GraphBuilder ${this.name}: ${this.inlineBytes} bytes of weights exceed one ONNX model's 2 GiB protobuf limit`);
     }
     const model = onnx.ModelProto.create({
       irVersion: 8,
@@ -172,6 +229,8 @@ export class GraphBuilder {
         initializer: this.initializers,
       },
     });
-    return onnx.ModelProto.encode(model).finish();
+    const bytes = onnx.ModelProto.encode(model).finish();
+    if (this.external.length > 0) externalOf.set(bytes, this.external);
+    return bytes;
   }
 }

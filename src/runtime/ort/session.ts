@@ -6,6 +6,7 @@
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { fail } from '../../util/errors.ts';
+import { externalDataOf } from './graph.ts';
 
 export type OrtSession = ort.InferenceSession;
 export { ort };
@@ -57,7 +58,9 @@ export interface SessionOptions {
 export async function createSession(model: Uint8Array, what: string, opts: SessionOptions = {}): Promise<OrtSession> {
   const spinning = opts.spinning ?? process.env.SYNAXIM_ORT_SPIN !== '0';
   try {
+    const externalData = externalDataOf(model);
     return await ort.InferenceSession.create(model, {
+      ...(externalData.length > 0 ? { externalData } : {}),
       executionProviders: provider === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
       intraOpNumThreads: opts.threads ?? ortThreads(),
       extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' } } },
@@ -72,10 +75,13 @@ export async function createSession(model: Uint8Array, what: string, opts: Sessi
   }
 }
 
-/** Run a session; errors as one line naming `what`. */
-export async function runSession(s: OrtSession, feeds: Record<string, ort.Tensor>, what: string): Promise<Record<string, ort.Tensor>> {
+/**
+ * Run a session; errors as one line naming `what`. `fetches` (optional) names the outputs to
+ * compute: a tensor there is written in place (a pre-allocated output), null lets ORT allocate.
+ */
+export async function runSession(s: OrtSession, feeds: Record<string, ort.Tensor>, what: string, fetches?: Record<string, ort.Tensor | null>): Promise<Record<string, ort.Tensor>> {
   try {
-    return (await s.run(feeds)) as Record<string, ort.Tensor>;
+    return (await (fetches ? s.run(feeds, fetches) : s.run(feeds))) as Record<string, ort.Tensor>;
   } catch (e) {
     const msg = ortMessage(e);
     fail(what, isOutOfMemory(msg) ? `not enough memory to run the ONNX Runtime graph (${msg})` : `ONNX Runtime failed: ${msg}`);
