@@ -726,6 +726,37 @@ export function epochOrder(nTrain: number, seed: number, epoch: number): number[
 const layerRecord = (layers: number[], values: number[]) => Object.fromEntries(layers.map((l, i) => [String(l), values[i]!]));
 
 /**
+ * Entering the next phase (an epoch boundary, so a resumed run passes here the same way): warm
+ * start from the previous phase's best, fresh optimizer state, its own cosine schedule.
+ */
+function enterPhase(state: TrainState, index: number, optimizer: AdamW): void {
+  if (state.stepInEpoch !== 0) throw new Error('trainLoop: phase change inside an epoch');
+  const prev = state.best;
+  state.phaseBests.push({ phase: state.phase, epoch: prev ? prev.epoch : null, loss: prev ? prev.loss : null, metric: prev?.metric ?? null });
+  if (prev) state.params = prev.params.map((p) => p.slice());
+  state.best = null;
+  state.phase = index;
+  state.phaseStartStep = state.globalStep;
+  optimizer.load({ step: 0, expAvg: state.params.map((p) => new Float32Array(p.length)), expAvgSq: state.params.map((p) => new Float32Array(p.length)) });
+  state.optimizer = optimizer.state;
+}
+
+/** The step's gradient norm after clipping; a non-finite loss or gradient stops training in one line naming the layer. */
+function checkedGradNorm(lossPerLayer: number[], grads: Float32Array[], loss: string, opts: TrainOptions, params: AdapterVariables, at: string): number {
+  const badLayer = lossPerLayer.findIndex((v) => !Number.isFinite(v));
+  if (badLayer >= 0) {
+    const where = loss === 'kl' ? 'the end-to-end KL' : `layer ${opts.layers[badLayer]}`;
+    throw new SynaximError(null, `non-finite loss (${lossPerLayer[badLayer]}) in ${where} at ${at}`);
+  }
+  const gradNorm = clipGradNorm(grads, opts.gradClip);
+  if (!Number.isFinite(gradNorm)) {
+    const bad = grads.findIndex((g) => g.some((v) => !Number.isFinite(v)));
+    throw new SynaximError(null, `non-finite gradient in layer ${opts.layers[params.layerPositionOfFlat(Math.max(0, bad))]} at ${at}`);
+  }
+  return gradNorm;
+}
+
+/**
  * Train from `state` to the end (opts.epochs), mutating and returning `state`. `train` and
  * `heldOut` index sequences of the pass context. Stops with a SynaximError on a non-finite loss
  * or gradient (nothing is saved then: the last checkpoint stays the last good one).
@@ -750,19 +781,7 @@ export async function trainLoop(ctx: PassContext, state: TrainState, train: numb
     for (; state.epoch < opts.epochs; ) {
       const ph = phaseAtEpoch(phases, state.epoch);
       const phase = phases[ph.index]!;
-      if (ph.index > state.phase) {
-        // Entering the next phase (an epoch boundary, so a resumed run passes here the same way):
-        // warm start from the previous phase's best, fresh optimizer state, own cosine schedule.
-        if (state.stepInEpoch !== 0) throw new Error('trainLoop: phase change inside an epoch');
-        const prev = state.best;
-        state.phaseBests.push({ phase: state.phase, epoch: prev ? prev.epoch : null, loss: prev ? prev.loss : null, metric: prev?.metric ?? null });
-        if (prev) state.params = prev.params.map((p) => p.slice());
-        state.best = null;
-        state.phase = ph.index;
-        state.phaseStartStep = state.globalStep;
-        optimizer.load({ step: 0, expAvg: state.params.map((p) => new Float32Array(p.length)), expAvgSq: state.params.map((p) => new Float32Array(p.length)) });
-        state.optimizer = optimizer.state;
-      }
+      if (ph.index > state.phase) enterPhase(state, ph.index, optimizer);
       const phaseSteps = phase.epochs * perEpoch;
       const order = epochOrder(nTrain, opts.seed, state.epoch);
       let epochTokens = 0;
@@ -776,17 +795,8 @@ export async function trainLoop(ctx: PassContext, state: TrainState, train: numb
         const r =
           phase.loss === 'kl' ? runKlPass(ctx, batch, params, true) : hooks.pass ? await hooks.pass(batch, state.params, true) : runPass(ctx, batch, params, true);
         const at = `epoch ${state.epoch + 1}, step ${k + 1}/${perEpoch} (global step ${state.globalStep + 1})`;
-        const badLayer = r.lossPerLayer.findIndex((v) => !Number.isFinite(v));
-        if (badLayer >= 0) {
-          const where1 = phase.loss === 'kl' ? 'the end-to-end KL' : `layer ${opts.layers[badLayer]}`;
-          throw new SynaximError(null, `non-finite loss (${r.lossPerLayer[badLayer]}) in ${where1} at ${at}; training stopped.${where}`);
-        }
         const grads = r.grads!;
-        const gradNorm = clipGradNorm(grads, opts.gradClip);
-        if (!Number.isFinite(gradNorm)) {
-          const bad = grads.findIndex((g) => g.some((v) => !Number.isFinite(v)));
-          throw new SynaximError(null, `non-finite gradient in layer ${opts.layers[params.layerPositionOfFlat(Math.max(0, bad))]} at ${at}; training stopped.${where}`);
-        }
+        const gradNorm = checkedGradNorm(r.lossPerLayer, grads, phase.loss, opts, params, `${at}; training stopped.${where}`);
         const lr = cosineLr(phase.lr, state.globalStep - state.phaseStartStep, phaseSteps);
         optimizer.step(state.params, grads, lr);
         state.optimizer = optimizer.state;

@@ -93,13 +93,16 @@ function nativeConfig(plan: ConfigurationPlan, longest: number): NativeConfig {
 function layerMajor(plans: ConfigurationPlan[]): ConfigurationPlan[] {
   const groups = new Map<ModelWeights, ConfigurationPlan[]>();
   for (const p of plans) groups.set(p.on, [...(groups.get(p.on) ?? []), p]);
+  const configsOf = (group: ConfigurationPlan[]) => (seqs: number[][]) => {
+    const longest = Math.max(...seqs.map((q) => q.length));
+    return group.map((p) => nativeConfig(p, longest));
+  };
+  // One shared batch per group of plans on the same weights.
+  const sharedOf = new Map([...groups].map(([on, group]) => [on, sharedBatch(on, configsOf(group))] as const));
   return plans.map((plan) => {
     const group = groups.get(plan.on)!;
-    const configsFor = (seqs: number[][]) => {
-      const longest = Math.max(...seqs.map((q) => q.length));
-      return group.map((p) => nativeConfig(p, longest));
-    };
-    const shared = sharedBatch(plan.on, configsFor);
+    const configsFor = configsOf(group);
+    const shared = sharedOf.get(plan.on)!;
     return {
       ...plan,
       run: async (seqs, hidden, onLayerDone) => {
@@ -204,7 +207,7 @@ export function configurationPlans(
     const plan = parametricPlan(name, c, studentWeights, adapter, sameMemory);
     if (plan && !all.some((p) => p.name === plan.name)) all.push(plan);
   }
-  return nativeForward() ? layerMajor(all) : all;
+  return all;
 }
 
 /** The plan of a parametric configuration (`window-W`, `engine@L`, `adapter@L`); null when it does not apply. */
@@ -302,5 +305,6 @@ export function selectPlans(
     skipped.push({ name: 'hybrid', why: `identical to adapter: the adapter covers every layer (0-${c.numLayers - 1}), so no layer is left for softmax attention` });
     plans = plans.filter((p) => p.name !== 'hybrid');
   }
-  return { plans, extra, sameMemory, skipped };
+  // (native: the plans that run, and only those, advance together layer by layer)
+  return { plans: nativeForward() ? layerMajor(plans) : plans, extra, sameMemory, skipped };
 }

@@ -220,8 +220,10 @@ export async function nativePrefillMany(weights: ModelWeights, sequences: number
       for (const [part, group] of byPart) branches.push({ part, configs: group, input: st.hidden });
     }
     const what = layerWhat(weights, l);
-    const graph = graphBytes(weights, `layer ${l}`, () => buildLayerGraph(what, c, 'prefill', loadNativeLayer(weights, l), branches.map((br) => br.part), l));
-    const session = await createSession(graph.bytes, what);
+    const layerWeights = loadNativeLayer(weights, l);
+    const graph = graphBytes(weights, `layer ${l}`, () => buildLayerGraph(what, c, 'prefill', layerWeights, branches.map((br) => br.part), l));
+    // (float32 weights: no prepacking for a session that runs once per batch; INT4 keeps it, see createSession)
+    const session = await createSession(graph.bytes, what, { noPrepack: Object.values(layerWeights.linear).every((src) => src.kind === 'f32') });
     const outputs: Float32Array[][] = branches.map(() => new Array<Float32Array>(sequences.length));
     try {
       for (const batch of batches) {
