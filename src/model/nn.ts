@@ -8,6 +8,8 @@
  * Names follow HF modeling_llama: rms_norm, rotate_half / apply_rotary_pos_emb, repeat_kv, the
  * SwiGLU MLP `down_proj(silu(gate_proj(x)) * up_proj(x))`.
  */
+import { ropeInvFreq, ropeTables } from './rope.ts';
+export { ropeInvFreq };
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from '../formats/config.ts';
 import type { LayerWeights, Matrix } from '../formats/weights.ts';
@@ -54,56 +56,12 @@ export function transposeHost(data: Float32Array, rows: number, cols: number): F
 }
 
 /**
- * RoPE inverse frequencies θ^(-2i/headDim), i < headDim/2, computed in float64. With
- * `rope_scaling.type == 'llama3'` they are rescaled exactly as HF `_compute_llama3_parameters`:
- * long wavelengths divided by `factor`, short ones kept, the band between interpolated smoothly.
- */
-export function ropeInvFreq(config: ModelConfig): Float32Array {
-  const half = config.headDim / 2;
-  const inv = new Float64Array(half);
-  // HF: 1 / base ** (arange(0, dim, 2).float() / dim)
-  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(config.ropeTheta, (2 * i) / config.headDim);
-  const s = config.ropeScaling;
-  if (s && s.type === 'llama3') {
-    const lowFreqWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
-    const highFreqWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
-    for (let i = 0; i < half; i++) {
-      const wavelen = (2 * Math.PI) / inv[i];
-      if (wavelen < highFreqWavelen) continue; // high frequency: unchanged
-      if (wavelen > lowFreqWavelen) {
-        inv[i] = inv[i] / s.factor; // low frequency: fully scaled
-      } else {
-        // medium frequency: interpolate between scaled and unscaled
-        const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
-        inv[i] = (1 - smooth) * (inv[i] / s.factor) + smooth * inv[i];
-      }
-    }
-  }
-  return Float32Array.from(inv);
-}
-
-/**
  * cos/sin tables for the given absolute positions, HF layout: emb = cat(freqs, freqs), so column
  * j and j + headDim/2 share a frequency. Angles are computed in float64 on the host.
  */
 export function ropeCosSin(config: ModelConfig, positions: number[]): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
-  const invFreq = ropeInvFreq(config);
-  const d = config.headDim;
-  const half = d / 2;
-  const cos = new Float32Array(positions.length * d);
-  const sin = new Float32Array(positions.length * d);
-  positions.forEach((p, t) => {
-    for (let i = 0; i < half; i++) {
-      const angle = p * invFreq[i];
-      const c = Math.cos(angle);
-      const s = Math.sin(angle);
-      cos[t * d + i] = c;
-      cos[t * d + i + half] = c;
-      sin[t * d + i] = s;
-      sin[t * d + i + half] = s;
-    }
-  });
-  return { cos: tf.tensor2d(cos, [positions.length, d]), sin: tf.tensor2d(sin, [positions.length, d]) };
+  const { cos, sin } = ropeTables(config, positions);
+  return { cos: tf.tensor2d(cos, [positions.length, config.headDim]), sin: tf.tensor2d(sin, [positions.length, config.headDim]) };
 }
 
 /** rotate_half as a matrix: x · R = [-x2, x1] for a head vector x = [x1, x2]. Cached per head size. */

@@ -18,7 +18,8 @@
  * `buildStackGraph` chains several layers of one configuration (`h0` in, `h0_out` out).
  */
 import type { ModelConfig } from '../formats/config.ts';
-import { ropeInvFreq } from '../model/nn.ts';
+import { ropeTables } from '../model/rope.ts';
+export { ropeTables };
 import { GraphBuilder, type ElemType } from '../runtime/ort/graph.ts';
 import { bindLinear } from './linear.ts';
 import type { NativeLayerWeights } from './layerWeights.ts';
@@ -79,28 +80,6 @@ export interface LayerGraph {
 /** Added to masked scores: exp() of it underflows to exactly 0 in float32 (as the tfjs path). */
 const MASKED = -1e30;
 
-/** cos/sin tables [T, headDim] for absolute positions, HF layout (cat(freqs, freqs)), angles in float64. */
-export function ropeTables(config: ModelConfig, positions: ArrayLike<number>): { cos: Float32Array; sin: Float32Array } {
-  const invFreq = ropeInvFreq(config);
-  const d = config.headDim;
-  const half = d / 2;
-  const T = positions.length;
-  const cos = new Float32Array(T * d);
-  const sin = new Float32Array(T * d);
-  for (let t = 0; t < T; t++) {
-    const p = positions[t]!;
-    for (let i = 0; i < half; i++) {
-      const angle = p * invFreq[i]!;
-      const c = Math.cos(angle);
-      const s = Math.sin(angle);
-      cos[t * d + i] = c;
-      cos[t * d + i + half] = c;
-      sin[t * d + i] = s;
-      sin[t * d + i + half] = s;
-    }
-  }
-  return { cos, sin };
-}
 
 /** RMSNorm over the last axis (ORT's SimplifiedLayerNormalization: x / sqrt(mean(x²) + eps) · w). */
 export function rmsNormNode(b: GraphBuilder, x: string, weight: string, eps: number): string {
