@@ -381,20 +381,18 @@ export class SymbWeights implements ModelWeights {
   }
 
   layer(index: number): LayerWeights {
-    const c = this.config;
-    if (!Number.isInteger(index) || index < 0 || index >= c.numLayers) fail(this.dir, `layer ${index} out of range (model has ${c.numLayers})`);
     const p = `model.layers.${index}.`;
-    const bias = (n: string) => (this.byHfName.has(p + n) ? this.tensor(p + n) : null);
+    const vectors = this.layerVectors(index);
     return {
-      inputNorm: this.tensor(p + 'input_layernorm.weight'),
+      inputNorm: vectors.inputNorm,
       q: this.matrix(p + 'self_attn.q_proj.weight'),
       k: this.matrix(p + 'self_attn.k_proj.weight'),
       v: this.matrix(p + 'self_attn.v_proj.weight'),
       o: this.matrix(p + 'self_attn.o_proj.weight'),
-      qBias: bias('self_attn.q_proj.bias'),
-      kBias: bias('self_attn.k_proj.bias'),
-      vBias: bias('self_attn.v_proj.bias'),
-      postNorm: this.tensor(p + 'post_attention_layernorm.weight'),
+      qBias: vectors.qBias,
+      kBias: vectors.kBias,
+      vBias: vectors.vBias,
+      postNorm: vectors.postNorm,
       gate: this.matrix(p + 'mlp.gate_proj.weight'),
       up: this.matrix(p + 'mlp.up_proj.weight'),
       down: this.matrix(p + 'mlp.down_proj.weight'),
