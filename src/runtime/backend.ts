@@ -79,12 +79,12 @@ export async function initBackend(requested: BackendChoice = 'auto'): Promise<st
   const fromEnv = process.env.SYNAXIM_BACKEND as BackendChoice | undefined;
   const choice = requested === 'auto' && fromEnv && BACKEND_CHOICES.includes(fromEnv) ? fromEnv : requested;
   const wantsNative = choice === 'auto' || choice === 'native' || choice === 'native-cuda';
-  if (wantsNative && forward.kind !== 'native') {
+  const provider: OrtProvider = choice === 'native-cuda' ? 'cuda' : 'cpu';
+  if (wantsNative && !(forward.kind === 'native' && forward.provider === provider)) {
     const version = await ortLoads();
     if (version === null) {
       if (choice !== 'auto') fail(null, `backend '${choice}': onnxruntime-node could not be loaded; is it installed (npm ci)? Try --backend wasm`);
     } else {
-      const provider: OrtProvider = choice === 'native-cuda' ? 'cuda' : 'cpu';
       if (provider === 'cuda') requireCudaProvider();
       setOrtProvider(provider);
       forward = { kind: 'native', provider };
