@@ -12,8 +12,7 @@ import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 import { SynaximError } from '../src/util/errors.ts';
 import { openModel } from '../src/formats/openModel.ts';
 import { readAllFloat32 } from '../src/formats/safetensors.ts';
-import type { ModelConfig } from '../src/formats/config.ts';
-import type { LayerWeights, Matrix, ModelWeights } from '../src/formats/weights.ts';
+import type { ModelWeights } from '../src/formats/weights.ts';
 import { teacherPrefill } from '../src/teacher/teacher.ts';
 import { argmax } from '../src/model/sampling.ts';
 import { nativePrefill, nativePrefillMany, NativeDecoder, requireNativeFits } from '../src/native/model.ts';
@@ -22,6 +21,7 @@ import onnxProto from 'onnx-proto';
 import { externalDataOf, GraphBuilder } from '../src/runtime/ort/graph.ts';
 import { createSession, f32, releaseSession, runSession } from '../src/runtime/ort/session.ts';
 import { maxAbsDiff, randoms } from './helpers/numeric.ts';
+import { syntheticModel } from './helpers/randomModel.ts';
 
 beforeAll(async () => {
   await initBackend('wasm');
@@ -31,36 +31,6 @@ const FIXTURES = path.join(SHARED_DIR, 'fixtures');
 const STORIES = path.join(SHARED_DIR, 'models', 'stories260k');
 if (!sharedAvailable()) console.warn(`native teacher conformance tests skipped: ${FIXTURES} not found (../shared is absent)`);
 
-/** A small model exercising every option: biases, sliding window 3, llama3 RoPE, untied head, GQA 2:1. */
-function syntheticModel(): ModelWeights {
-  const config: ModelConfig = {
-    architecture: 'mistral', hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 4,
-    vocabSize: 20, maxPositionEmbeddings: 64, rmsNormEps: 1e-5, ropeTheta: 100,
-    ropeScaling: { type: 'llama3', factor: 4, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
-    slidingWindow: 3, tieWordEmbeddings: false, attentionBias: true, bosTokenId: 1, eosTokenIds: [2], torchDtype: null,
-  };
-  const { hiddenSize: D, intermediateSize: I, vocabSize: V } = config;
-  const m = (rows: number, cols: number, seed: number, scale = 0.4): Matrix => ({ data: randoms(rows * cols, seed, scale), rows, cols });
-  const embed = randoms(V * D, 1);
-  const head = randoms(V * D, 2, 0.5);
-  const layers: LayerWeights[] = [0, 1].map((l) => ({
-    inputNorm: randoms(D, 10 + l).map((x) => 1 + 0.3 * x), q: m(16, D, 20 + l), k: m(8, D, 30 + l), v: m(8, D, 40 + l), o: m(D, 16, 50 + l),
-    qBias: randoms(16, 60 + l, 0.2), kBias: randoms(8, 70 + l, 0.2), vBias: randoms(8, 80 + l, 0.2),
-    postNorm: randoms(D, 90 + l).map((x) => 1 + 0.3 * x), gate: m(I, D, 100 + l), up: m(I, D, 110 + l), down: m(D, I, 120 + l),
-  }));
-  return {
-    config, dir: '(synthetic)', format: 'hf', storage: 'F32',
-    embed: (ids) => {
-      const out = new Float32Array(ids.length * D);
-      for (let t = 0; t < ids.length; t++) out.set(embed.subarray(ids[t]! * D, (ids[t]! + 1) * D), t * D);
-      return out;
-    },
-    lmHeadRows: (start, count) => ({ data: head.slice(start * D, (start + count) * D), rows: count, cols: D }),
-    finalNorm: () => randoms(D, 3).map((x) => 1 + 0.3 * x),
-    layer: (l) => layers[l]!,
-    close: () => {},
-  };
-}
 
 type Run = { logits: Float32Array[]; hidden?: Float32Array[][] };
 

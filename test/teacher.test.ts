@@ -18,15 +18,15 @@ import { f16BitsToF32, f32ToF16Bits } from '../src/util/fp16.ts';
 import { openModel } from '../src/formats/openModel.ts';
 import { readAllFloat32, SafetensorsFile } from '../src/formats/safetensors.ts';
 import { loadTokenizer } from '../src/formats/tokenizer.ts';
-import type { LayerWeights, Matrix, ModelWeights } from '../src/formats/weights.ts';
+import type { Matrix, ModelWeights } from '../src/formats/weights.ts';
 import { causalAttention, KvCache, type AttentionShape } from '../src/model/attention.ts';
 import { attentionShape, TeacherDecoder, teacherPrefill } from '../src/teacher/teacher.ts';
 import { ropeInvFreq } from '../src/model/nn.ts';
-import type { ModelConfig } from '../src/formats/config.ts';
 import { runForward } from '../src/cli/commands/forward.ts';
 import { runGenerate } from '../src/cli/commands/generate.ts';
 import { generateIds } from '../src/engine/generate.ts';
 import { maxAbsDiff, randoms } from './helpers/numeric.ts';
+import { syntheticModel } from './helpers/randomModel.ts';
 
 beforeAll(async () => {
   await initBackend('wasm');
@@ -144,36 +144,6 @@ describe('causal softmax attention', () => {
 
 // ---------------------------------------------------------------- whole model vs a float64 loop reference
 
-/** An in-memory qwen2-like model: q/k/v biases, sliding window, llama3 RoPE scaling, untied lm_head. */
-function syntheticModel(): ModelWeights {
-  const config: ModelConfig = {
-    architecture: 'mistral', hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 4,
-    vocabSize: 20, maxPositionEmbeddings: 64, rmsNormEps: 1e-5, ropeTheta: 100,
-    ropeScaling: { type: 'llama3', factor: 4, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
-    slidingWindow: 3, tieWordEmbeddings: false, attentionBias: true, bosTokenId: 1, eosTokenIds: [2], torchDtype: null,
-  };
-  const { hiddenSize: D, intermediateSize: I, vocabSize: V } = config;
-  const m = (rows: number, cols: number, seed: number, scale = 0.4): Matrix => ({ data: randoms(rows * cols, seed, scale), rows, cols });
-  const embed = randoms(V * D, 1);
-  const head = randoms(V * D, 2, 0.5);
-  const layers: LayerWeights[] = [0, 1].map((l) => ({
-    inputNorm: randoms(D, 10 + l).map((x) => 1 + 0.3 * x), q: m(16, D, 20 + l), k: m(8, D, 30 + l), v: m(8, D, 40 + l), o: m(D, 16, 50 + l),
-    qBias: randoms(16, 60 + l, 0.2), kBias: randoms(8, 70 + l, 0.2), vBias: randoms(8, 80 + l, 0.2),
-    postNorm: randoms(D, 90 + l).map((x) => 1 + 0.3 * x), gate: m(I, D, 100 + l), up: m(I, D, 110 + l), down: m(D, I, 120 + l),
-  }));
-  return {
-    config, dir: '(synthetic)', format: 'hf', storage: 'F32',
-    embed: (ids) => {
-      const out = new Float32Array(ids.length * D);
-      for (let t = 0; t < ids.length; t++) out.set(embed.subarray(ids[t] * D, (ids[t] + 1) * D), t * D);
-      return out;
-    },
-    lmHeadRows: (start, count) => ({ data: head.slice(start * D, (start + count) * D), rows: count, cols: D }),
-    finalNorm: () => randoms(D, 3).map((x) => 1 + 0.3 * x),
-    layer: (l) => layers[l],
-    close: () => {},
-  };
-}
 
 /** The whole forward pass in float64 loops: hidden.0..L and logits. */
 function refForward(w: ModelWeights, ids: number[]): { hidden: Float64Array[]; logits: Float64Array } {

@@ -1,4 +1,4 @@
-import { parseHfConfig } from '../../src/formats/config.ts';
+import { parseHfConfig, type ModelConfig } from '../../src/formats/config.ts';
 import type { LayerWeights, Matrix, ModelWeights } from '../../src/formats/weights.ts';
 import { randoms } from './numeric.ts';
 
@@ -50,6 +50,37 @@ export function randomModel(shape: { hidden: number; layers: number; heads: numb
     lmHeadRows: (start, count) => ({ rows: count, cols: shape.hidden, data: emb.slice(start * shape.hidden, (start + count) * shape.hidden) }),
     finalNorm: () => new Float32Array(shape.hidden).fill(1),
     layer: (i) => layers[i]!,
+    close: () => {},
+  };
+}
+
+/** An in-memory qwen2-like model exercising every option: q/k/v biases, sliding window 3, llama3 RoPE scaling, untied lm_head, GQA 2:1. */
+export function syntheticModel(): ModelWeights {
+  const config: ModelConfig = {
+    architecture: 'mistral', hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 4,
+    vocabSize: 20, maxPositionEmbeddings: 64, rmsNormEps: 1e-5, ropeTheta: 100,
+    ropeScaling: { type: 'llama3', factor: 4, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
+    slidingWindow: 3, tieWordEmbeddings: false, attentionBias: true, bosTokenId: 1, eosTokenIds: [2], torchDtype: null,
+  };
+  const { hiddenSize: D, intermediateSize: I, vocabSize: V } = config;
+  const m = (rows: number, cols: number, seed: number, scale = 0.4): Matrix => ({ data: randoms(rows * cols, seed, scale), rows, cols });
+  const embed = randoms(V * D, 1);
+  const head = randoms(V * D, 2, 0.5);
+  const layers: LayerWeights[] = [0, 1].map((l) => ({
+    inputNorm: randoms(D, 10 + l).map((x) => 1 + 0.3 * x), q: m(16, D, 20 + l), k: m(8, D, 30 + l), v: m(8, D, 40 + l), o: m(D, 16, 50 + l),
+    qBias: randoms(16, 60 + l, 0.2), kBias: randoms(8, 70 + l, 0.2), vBias: randoms(8, 80 + l, 0.2),
+    postNorm: randoms(D, 90 + l).map((x) => 1 + 0.3 * x), gate: m(I, D, 100 + l), up: m(I, D, 110 + l), down: m(D, I, 120 + l),
+  }));
+  return {
+    config, dir: '(synthetic)', format: 'hf', storage: 'F32',
+    embed: (ids) => {
+      const out = new Float32Array(ids.length * D);
+      for (let t = 0; t < ids.length; t++) out.set(embed.subarray(ids[t]! * D, (ids[t]! + 1) * D), t * D);
+      return out;
+    },
+    lmHeadRows: (start, count) => ({ data: head.slice(start * D, (start + count) * D), rows: count, cols: D }),
+    finalNorm: () => randoms(D, 3).map((x) => 1 + 0.3 * x),
+    layer: (l) => layers[l]!,
     close: () => {},
   };
 }
