@@ -13,6 +13,7 @@
  * top-1 agreement). Runs on different tokens are compared all the same, under a prominent warning:
  * their differences include the data.
  */
+import { layerRangesText } from '../util/layerRanges.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeFilesAtomic } from '../util/atomic.ts';
@@ -151,17 +152,6 @@ export function readReportDir(dirOrFile: string): EvalReport {
 /** `sha256:abcdef…` -> `abcdef12` */
 const short = (h: string | null | undefined, n = 8) => (h ? (h.split(':')[1] ?? h).slice(0, n) : '–');
 
-/** Sorted layer indices as ranges: [0,1,2,5] -> "0-2,5". */
-function ranges(xs: number[]): string {
-  const out: string[] = [];
-  for (let i = 0; i < xs.length; ) {
-    let j = i;
-    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
-    out.push(i === j ? String(xs[i]) : `${xs[i]}-${xs[j]}`);
-    i = j + 1;
-  }
-  return out.join(',');
-}
 
 /**
  * A run's name in tables and legends: model, adapter layers and a short hash of the adapter (or of
@@ -170,7 +160,7 @@ function ranges(xs: number[]): string {
  */
 export function runLabels(reports: { dir: string; report: EvalReport }[]): string[] {
   const basic = reports.map(({ report: r }) =>
-    r.adapter ? `${r.model.name} · adapter L${ranges(r.adapter.layers)} · ${short(r.adapter.hash)}` : `${r.model.name} · no adapter · ${short(r.model.student.hash)}`,
+    r.adapter ? `${r.model.name} · adapter L${layerRangesText(r.adapter.layers)} · ${short(r.adapter.hash)}` : `${r.model.name} · no adapter · ${short(r.model.student.hash)}`,
   );
   const named = basic.map((b, i) => (basic.filter((x) => x === b).length > 1 ? `${b} (${path.basename(path.resolve(reports[i]!.dir))})` : b));
   return named.map((b, i) => (named.filter((x) => x === b).length > 1 ? `${b} #${i + 1}` : b));
@@ -392,7 +382,7 @@ export function runsTable(c: CompareResult): CompareTable {
       r.label + (r.label === c.baseline ? ' (baseline)' : ''),
       path.basename(r.dir),
       `${r.student_storage} ${short(r.student_hash)}`,
-      r.adapter_layers ? `L${ranges(r.adapter_layers)}, rest ${r.rest} (${short(r.adapter_hash)})` : 'none',
+      r.adapter_layers ? `L${layerRangesText(r.adapter_layers)}, rest ${r.rest} (${short(r.adapter_hash)})` : 'none',
       r.suite,
       String(r.tokens_scored),
       short(r.tokens_hash),

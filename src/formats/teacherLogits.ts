@@ -77,6 +77,17 @@ export function recordBytes(vocab: number): number {
   return 8 + 2 * vocab;
 }
 
+/** Byte offset of each window's first row: after the header and the table of window lengths. */
+function windowOffsets(header: Pick<TeacherLogitsHeader, 'vocab' | 'lengths'>): number[] {
+  const rb = recordBytes(header.vocab);
+  let off = HEADER_BYTES + 4 * header.lengths.length;
+  return Array.from(header.lengths, (n) => {
+    const o = off;
+    off += n * rb;
+    return o;
+  });
+}
+
 /**
  * `sha256:<hex>` of token windows: u32 count, then per window u32 length and the ids as u32, all
  * little-endian. Two suites that cut the same tokens into the same windows hash the same.
@@ -220,13 +231,7 @@ export class TeacherLogitsFileWriter {
   ) {
     this.fd = fd;
     this.tmp = tmp;
-    const rb = recordBytes(header.vocab);
-    let off = HEADER_BYTES + 4 * header.lengths.length;
-    this.offsets = Array.from(header.lengths, (n) => {
-      const o = off;
-      off += n * rb;
-      return o;
-    });
+    this.offsets = windowOffsets(header);
     this.written = new Uint8Array(header.lengths.length);
   }
 
@@ -354,13 +359,7 @@ export class TeacherLogitsFile {
     fd: number,
   ) {
     this.fd = fd;
-    const rb = recordBytes(header.vocab);
-    let off = HEADER_BYTES + 4 * header.lengths.length;
-    this.offsets = Array.from(header.lengths, (n) => {
-      const o = off;
-      off += n * rb;
-      return o;
-    });
+    this.offsets = windowOffsets(header);
   }
 
   /** Open and check the header and the size (not the rows: those are checked as they are read). */

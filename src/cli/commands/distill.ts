@@ -17,7 +17,8 @@ import { runDistill } from '../../distill/run.ts';
 import { DEFAULT_EPOCHS, DEFAULT_KL_PHASE_EPOCHS, DEFAULT_LR, DISTILL_DEFAULTS as D, DISTILL_LOSSES, STUDENT_KINDS, type DistillLossOption, type DistillOptions, type StudentKind } from '../../distill/runConfig.ts';
 import { REST_POLICIES, type RestPolicy } from '../../engine/student.ts';
 import { studentPolicyLine } from '../../engine/policyLine.ts';
-import { layerRangesText, modelLayerCount, parseLayerList, requireDirectoryPath, startBackend, withBackend } from '../common.ts';
+import { modelLayerCount, parseLayerList, requireDirectoryPath, startBackend, withBackend } from '../common.ts';
+import { layerRangesText } from '../../util/layerRanges.ts';
 
 /** The flags as yargs hands them over (camelCase); their defaults are the run config's. */
 interface DistillArgs {
