@@ -11,11 +11,10 @@
  * The teacher (every layer softmax) and the student (per-layer policies) are compositions of these.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { fail } from '../util/errors.ts';
 import { requireModelFitsBackend } from '../runtime/backend.ts';
 import type { ModelConfig } from '../formats/config.ts';
 import { modelConfigFile, type ModelWeights } from '../formats/weights.ts';
-import { validateIds, type PrefillOptions, type PrefillResult } from './sequence.ts';
+import { failNonFiniteActivations, validateIds, type PrefillOptions, type PrefillResult } from './sequence.ts';
 import { disposeLayer, linear, rmsNorm, ropeCosSin, uploadLayer, uploadMatrix, type LayerTensors } from './nn.ts';
 import { decoderLayer, LayerState, policyAttention, type RopeTables } from './decoderLayer.ts';
 import { needsRope, type LayerPolicy } from './policy.ts';
@@ -71,9 +70,7 @@ export function projectLogits(weights: ModelWeights, h: tf.Tensor2D[]): Float32A
  */
 export function requireFiniteActivations(x: tf.Tensor, modelDir: string, layer: number, sequence: number | null): void {
   const finite = tf.tidy(() => tf.all(tf.isFinite(x)).dataSync()[0]);
-  if (!finite) {
-    fail(modelDir, `non-finite activations (NaN or Inf) after layer ${layer}${sequence === null ? '' : ` in sequence ${sequence}`}: the weights (or adapter) overflow float32`);
-  }
+  if (!finite) failNonFiniteActivations(modelDir, layer, sequence);
 }
 
 /**

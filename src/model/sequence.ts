@@ -1,7 +1,8 @@
 /**
  * What every forward pass over whole sequences shares, whatever engine runs it (tfjs in
- * model/forward.ts, ONNX Runtime in native/): the prefill options and result, and the check that
- * token ids are inside the vocabulary. Plain values only: no tensor library is imported here.
+ * model/forward.ts, ONNX Runtime in native/): the prefill options and result, the check that
+ * token ids are inside the vocabulary, and the error for non-finite activations. Plain values
+ * only: no tensor library is imported here.
  */
 import { fail } from '../util/errors.ts';
 import type { ModelConfig } from '../formats/config.ts';
@@ -38,4 +39,14 @@ export function validateIds(config: ModelConfig, ids: ArrayLike<number>, what = 
       fail(null, `${what}: token id ${id} at position ${i} is outside the vocabulary (0..${config.vocabSize - 1})`);
     }
   }
+}
+
+/** The one-line error for a layer whose output holds NaN or ±Inf. */
+export function failNonFiniteActivations(modelDir: string, layer: number, sequence: number | null): never {
+  return fail(modelDir, `non-finite activations (NaN or Inf) after layer ${layer}${sequence === null ? '' : ` in sequence ${sequence}`}: the weights (or adapter) overflow float32`);
+}
+
+/** Layer outputs held on the host must be finite (the native engine's check; tfjs checks on its tensors). */
+export function requireFiniteHost(x: Float32Array, modelDir: string, layer: number, sequence: number | null): void {
+  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i]!)) failNonFiniteActivations(modelDir, layer, sequence);
 }

@@ -19,9 +19,10 @@ import { addHead, buildHeadGraph, headBytes, headSlices, type HeadSlice } from '
 import { buildLayerGraph, buildStackGraph, ropeTables, softmaxPart, type AttentionPart, type LayerGraph, type StateSpec } from './layerGraph.ts';
 import { isInt4Symb, loadNativeLayer, type NativeLayerWeights } from './layerWeights.ts';
 import { boundBytes } from './linear.ts';
-import { modelConfigFile, requireFiniteHost, validateIds, type PrefillOptions, type PrefillResult } from './types.ts';
+import { modelConfigFile } from '../formats/weights.ts';
+import { requireFiniteHost, validateIds, type PrefillOptions, type PrefillResult } from '../model/sequence.ts';
 
-export type { PrefillOptions, PrefillResult } from './types.ts';
+export type { PrefillOptions, PrefillResult } from '../model/sequence.ts';
 
 /** Score elements (B · heads · T · T) one prefill batch may hold: 64 Mi floats (256 MiB). */
 const SCORE_BUDGET = 1 << 26;

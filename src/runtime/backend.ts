@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ModelConfig } from '../formats/config.ts';
 import { fail } from '../util/errors.ts';
-import { ortThreads, setOrtProvider, type OrtProvider } from './ort/session.ts';
+import { ort, ortThreads, setOrtProvider, type OrtProvider } from './ort/session.ts';
 
 export const BACKEND_CHOICES = ['auto', 'native', 'native-cuda', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
@@ -36,14 +36,6 @@ export function nativeForward(): boolean {
   return forward.kind === 'native';
 }
 
-async function ortLoads(): Promise<string | null> {
-  try {
-    const ort = await import('onnxruntime-node');
-    return ort.env.versions.node ?? ort.env.versions.common ?? 'unknown';
-  } catch {
-    return null;
-  }
-}
 
 const require = createRequire(import.meta.url);
 let active: { choice: BackendChoice; name: string; detail: string } | null = null;
@@ -81,15 +73,12 @@ export async function initBackend(requested: BackendChoice = 'auto'): Promise<st
   const wantsNative = choice === 'auto' || choice === 'native' || choice === 'native-cuda';
   const provider: OrtProvider = choice === 'native-cuda' ? 'cuda' : 'cpu';
   if (wantsNative && !(forward.kind === 'native' && forward.provider === provider)) {
-    const version = await ortLoads();
-    if (version === null) {
-      if (choice !== 'auto') fail(null, `backend '${choice}': onnxruntime-node could not be loaded; is it installed (npm ci)? Try --backend wasm`);
-    } else {
-      if (provider === 'cuda') requireCudaProvider();
-      setOrtProvider(provider);
-      forward = { kind: 'native', provider };
-      nativeDetail = `onnxruntime-node ${version} (${provider === 'cuda' ? 'CUDA execution provider' : `CPU, ${ortThreads()} threads`})`;
-    }
+    // onnxruntime-node is a dependency (its CPU library ships in the npm package), loaded with the engine.
+    if (provider === 'cuda') requireCudaProvider();
+    setOrtProvider(provider);
+    forward = { kind: 'native', provider };
+    const version = ort.env.versions.node ?? ort.env.versions.common;
+    nativeDetail = `onnxruntime-node ${version} (${provider === 'cuda' ? 'CUDA execution provider' : `CPU, ${ortThreads()} threads`})`;
   } else if (!wantsNative) {
     forward = { kind: 'tfjs' };
   }
