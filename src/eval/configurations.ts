@@ -10,7 +10,9 @@ import { formatBytes, gateStateBytesPerLayer, sameMemoryWindow } from '../engine
 import { studentPrefill, type RestPolicy, type StudentOptions } from '../engine/student.ts';
 import { nativeForward } from '../runtime/backend.ts';
 import { nativePrefillMany, type NativeConfig } from '../native/model.ts';
-import { nativeStudentAttention } from '../native/gatePart.ts';
+import { nativeAttentionFor, nativePolicies } from '../native/gatePart.ts';
+import type { AttentionPart } from '../native/layerGraph.ts';
+import { defaultChunkSize } from '../model/gate.ts';
 import { teacherPrefill, type PrefillResult } from '../teacher/teacher.ts';
 import { fail } from '../util/errors.ts';
 import { parseConfigurationName, type ConfigurationName, type WindowRequest } from '../data/suite.ts';
@@ -80,8 +82,37 @@ function runs(on: ModelWeights, layout: StudentLayout | null): Pick<Configuratio
 function nativeConfig(plan: ConfigurationPlan, longest: number): NativeConfig {
   const layout = plan.layout;
   const coversAll = layout !== null && layout.window != null && layout.window >= longest && !layout.adapter && layout.rest === 'teacher';
-  const attention = layout === null || coversAll ? () => null : nativeStudentAttention(plan.on.config, layout);
+  const attention = layout === null || coversAll ? () => null : studentAttention(plan.on.config, layout, gateChunk(plan.on.config.hiddenSize, longest));
   return { name: plan.name, attention };
+}
+
+/** Parameterless gate parts by policy and chunk: configurations with the same part share a branch. */
+const gateParts = new Map<string, AttentionPart>();
+
+/** nativeStudentAttention with the prefill gate's chunk size (the same part per policy and chunk, as there). */
+function studentAttention(config: ModelConfig, layout: StudentLayout, chunk: number): (layer: number) => AttentionPart | null {
+  const parts = nativePolicies(config, layout).map((policy) => {
+    if (policy.kind !== 'engine' && policy.kind !== 'fixed') return nativeAttentionFor(policy, { chunkSize: chunk });
+    const key = `${policy.kind}/${chunk}`;
+    let part = gateParts.get(key);
+    if (!part) gateParts.set(key, (part = nativeAttentionFor(policy, { chunkSize: chunk })!));
+    return part;
+  });
+  return (layer) => {
+    if (!(layer >= 0 && layer < parts.length)) throw new Error(`layer ${layer} is not in the model (${parts.length} layers)`);
+    return parts[layer]!;
+  };
+}
+
+/**
+ * The prefill gate's chunk for sequences of at most `longest` tokens: the default, or the smallest
+ * power of two from 64 that holds every sequence in one chunk when that is smaller (the gate pads
+ * each sequence to whole chunks: a 65-token window in a 512 chunk is 8× its work, all on padding).
+ */
+function gateChunk(hidden: number, longest: number): number {
+  let chunk = 64;
+  while (chunk < longest) chunk *= 2;
+  return Math.min(defaultChunkSize(hidden), chunk);
 }
 
 /**

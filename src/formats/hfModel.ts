@@ -123,6 +123,44 @@ export class HfWeights implements ModelWeights {
     };
   }
 
+  /**
+   * layer(index) read asynchronously (it overlaps work on the main thread, e.g. the previous layer's
+   * run) into `reuse`'s arrays when given (a layer of this model read earlier and no longer needed:
+   * no fresh memory per layer), else into new ones. Same checks and values as layer().
+   */
+  async layerAsync(index: number, reuse: LayerWeights | null = null): Promise<LayerWeights> {
+    const c = this.config;
+    if (!Number.isInteger(index) || index < 0 || index >= c.numLayers) fail(this.dir, `layer ${index} out of range (model has ${c.numLayers})`);
+    const p = `model.layers.${index}.`;
+    const D = c.hiddenSize;
+    const into = (name: string, shape: number[], old: Float32Array | null | undefined): Promise<Float32Array> => {
+      const info = this.ckpt.info(name);
+      if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
+        fail(this.ckpt.file(name), `tensor '${name}' has shape [${info.shape.join(', ')}] but config.json implies [${shape.join(', ')}]`);
+      }
+      const n = shape.reduce((a, b) => a * b, 1);
+      return this.ckpt.readFloat32Into(name, old && old.length === n ? old : new Float32Array(n));
+    };
+    const matrix = async (name: string, rows: number, cols: number, old: Matrix | undefined): Promise<Matrix> => ({ data: await into(name, [rows, cols], old?.data), rows, cols });
+    const bias = (n: string, size: number, old: Float32Array | null | undefined) => (c.attentionBias || this.ckpt.has(p + n) ? into(p + n, [size], old) : Promise.resolve(null));
+    const r = reuse ?? undefined;
+    const [inputNorm, q, k, v, o, qBias, kBias, vBias, postNorm, gate, up, down] = await Promise.all([
+      into(p + 'input_layernorm.weight', [D], r?.inputNorm),
+      matrix(p + 'self_attn.q_proj.weight', qDim(c), D, r?.q),
+      matrix(p + 'self_attn.k_proj.weight', kvDim(c), D, r?.k),
+      matrix(p + 'self_attn.v_proj.weight', kvDim(c), D, r?.v),
+      matrix(p + 'self_attn.o_proj.weight', D, qDim(c), r?.o),
+      bias('self_attn.q_proj.bias', qDim(c), r?.qBias),
+      bias('self_attn.k_proj.bias', kvDim(c), r?.kBias),
+      bias('self_attn.v_proj.bias', kvDim(c), r?.vBias),
+      into(p + 'post_attention_layernorm.weight', [D], r?.postNorm),
+      matrix(p + 'mlp.gate_proj.weight', c.intermediateSize, D, r?.gate),
+      matrix(p + 'mlp.up_proj.weight', c.intermediateSize, D, r?.up),
+      matrix(p + 'mlp.down_proj.weight', D, c.intermediateSize, r?.down),
+    ]);
+    return { inputNorm, q, k, v, o, qBias, kBias, vBias, postNorm, gate, up, down };
+  }
+
   private checkShape(name: string, shape: number[]): void {
     const info = this.ckpt.info(name);
     if (!FLOAT_DTYPES.includes(info.dtype)) fail(this.ckpt.file(name), `tensor '${name}' has dtype ${info.dtype}; model weights must be F32, F16, BF16 or F64`);

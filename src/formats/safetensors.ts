@@ -12,7 +12,8 @@ import path from 'node:path';
 import { fail } from '../util/errors.ts';
 import { entryExists, MiB, openRegularFile, readExactly, regularFileSize, snippet } from '../util/fileio.ts';
 import { writeFileAtomic } from '../util/atomic.ts';
-import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../util/fp16.ts';
+import { decodeBf16, decodeF16, encodeBf16, encodeF16, f16BitsToF32 } from '../util/fp16.ts';
+import { asUserFsError } from '../util/fsErrors.ts';
 import { CONTROL_CHARS, jsonErrorText, readJsonFile, requireInsideModelDir } from './config.ts';
 
 export type StDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
@@ -266,7 +267,21 @@ export class SafetensorsFile {
   }
   readFloat32(name: string): Float32Array {
     const t = this.info(name);
+    if (this.fd !== null && widensInPlace(t.dtype)) return this.readWidened(t.byteOffset, numelOf(t.shape), t.dtype);
     return bytesToFloat32(this.readBytes(name), t.dtype, `${this.path} (tensor '${name}')`);
+  }
+  /** n values of a 4- or 2-byte float dtype at `offset`, read into the float32 result itself and widened there. */
+  private readWidened(offset: number, n: number, dtype: StDtype): Float32Array {
+    const out = new Float32Array(n);
+    const width = DTYPE_BYTES[dtype];
+    const bytes = new Uint8Array(out.buffer, (4 - width) * n, width * n);
+    for (let off = 0; off < bytes.length; ) {
+      const got = fs.readSync(this.fd!, bytes, off, bytes.length - off, offset + off);
+      if (got === 0) fail(this.path, `unexpected end of file reading ${bytes.length} bytes at ${offset}`);
+      off += got;
+    }
+    widen(out, dtype);
+    return out;
   }
   readInt(name: string): number[] {
     const t = this.info(name);
@@ -279,13 +294,121 @@ export class SafetensorsFile {
     if (start < 0 || count < 0 || start + count > rows) fail(this.path, `tensor '${name}': rows [${start}, ${start + count}) out of range (${rows} rows)`);
     const rowBytes = rows === 0 ? 0 : t.byteLength / rows;
     if (this.fd === null) fail(this.path, 'file is closed');
+    if (widensInPlace(t.dtype)) return this.readWidened(t.byteOffset + rowBytes * start, (rowBytes * count) / DTYPE_BYTES[t.dtype], t.dtype);
     const bytes = readExactly(this.fd, this.path, rowBytes * count, t.byteOffset + rowBytes * start);
     return bytesToFloat32(bytes, t.dtype, `${this.path} (tensor '${name}')`);
+  }
+  /**
+   * A float tensor (F32, F16 or BF16) as float32 straight into `dest` (its numel values), checked
+   * finite. The read is asynchronous (libuv's pool: it overlaps work on the main thread, such as an
+   * ONNX Runtime run) and lands in dest's own memory: 2-byte values in its upper half, then widened
+   * in place — no intermediate buffer, and a reused `dest` costs no fresh pages. Other dtypes: the
+   * plain read, copied in.
+   */
+  async readFloat32Into(name: string, dest: Float32Array): Promise<Float32Array> {
+    const t = this.info(name);
+    const n = numelOf(t.shape);
+    const what = `${this.path} (tensor '${name}')`;
+    if (dest.length !== n) throw new Error(`readFloat32Into ${what}: destination has ${dest.length} values, the tensor ${n}`);
+    if (this.fd === null) fail(this.path, 'file is closed');
+    const width = DTYPE_BYTES[t.dtype];
+    if (!widensInPlace(t.dtype)) {
+      dest.set(requireFiniteWeights(bytesToFloat32(this.readBytes(name), t.dtype, what), this.path, name));
+      return dest;
+    }
+    const bytes = new Uint8Array(dest.buffer, dest.byteOffset + (4 - width) * n, width * n);
+    await readExactlyAsync(this.fd, this.path, bytes, t.byteOffset);
+    // 2-byte dtypes say whether every value was finite as they widen; the search for the first bad
+    // one (and its message) is requireFiniteWeights's.
+    if (t.dtype === 'F32' || !widen(dest, t.dtype)) requireFiniteWeights(dest, this.path, name);
+    return dest;
   }
   close(): void {
     if (this.fd !== null) fs.closeSync(this.fd);
     this.fd = null;
   }
+}
+
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** Float dtypes read straight into a float32 array's memory (and widened there when 2 bytes wide). */
+function widensInPlace(dtype: StDtype): boolean {
+  return LITTLE_ENDIAN_HOST && (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16');
+}
+
+/** Widen the values in dest's upper half in place (F32: nothing to do); false when a 2-byte value is NaN or ±Inf. */
+function widen(dest: Float32Array, dtype: StDtype): boolean {
+  if (dtype === 'BF16') return widenBf16InPlace(dest);
+  if (dtype === 'F16') return widenF16InPlace(dest);
+  return true;
+}
+
+/** Fill `target` from `fd` at `position` on libuv's pool; a short file or an I/O error is one line naming the file. */
+function readExactlyAsync(fd: number, file: string, target: Uint8Array, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let off = 0;
+    const step = (): void => {
+      fs.read(fd, target, off, target.length - off, position + off, (err, got) => {
+        try {
+          if (err) throw asUserFsError(err, file);
+          if (got === 0) fail(file, `unexpected end of file reading ${target.length} bytes at ${position}`);
+        } catch (e) {
+          reject(e);
+          return;
+        }
+        off += got;
+        if (off < target.length) step();
+        else resolve();
+      });
+    };
+    if (target.length === 0) resolve();
+    else step();
+  });
+}
+
+/**
+ * dest's upper half holds n BF16 values; widen them to float32 in place, front to back: value i is
+ * read from bytes [2n+2i, 2n+2i+2) and then written to [4i, 4i+4), which ends at or before where
+ * value i+1 is read (4i+4 <= 2n+2i+2 for i <= n-1), so nothing is overwritten before it is read.
+ * The finite check rides along (false when any value is NaN or ±Inf: exponent bits all ones).
+ */
+function widenBf16InPlace(dest: Float32Array): boolean {
+  const n = dest.length;
+  const bits = new Uint32Array(dest.buffer, dest.byteOffset, n);
+  let bad = 0;
+  let i = 0;
+  if (n % 2 === 0) {
+    // Two values per 32-bit read (the pair's second value is the high half); the same order
+    // argument holds: pair j is read from [2n+4j, 2n+4j+4) and written to [8j, 8j+8).
+    const pairs = new Uint32Array(dest.buffer, dest.byteOffset + 2 * n, n / 2);
+    for (let j = 0; j < n / 2; j++) {
+      const x = pairs[j]!;
+      bad |= (x & 0x7f807f80) + 0x00800080;
+      bits[2 * j] = x << 16;
+      bits[2 * j + 1] = x & 0xffff0000;
+    }
+    i = n;
+  }
+  const halves = new Uint16Array(dest.buffer, dest.byteOffset + 2 * n, n);
+  for (; i < n; i++) {
+    const h = halves[i]!;
+    bad |= (h & 0x7f80) + 0x80;
+    bits[i] = h << 16;
+  }
+  return (bad & 0x80008000) === 0;
+}
+
+/** F16 the same way (decoded value by value; NaN/Inf when the exponent bits are all ones). */
+function widenF16InPlace(dest: Float32Array): boolean {
+  const n = dest.length;
+  const halves = new Uint16Array(dest.buffer, dest.byteOffset + 2 * n, n);
+  let bad = 0;
+  for (let i = 0; i < n; i++) {
+    const h = halves[i]!;
+    bad |= (h & 0x7c00) + 0x400;
+    dest[i] = f16BitsToF32(h);
+  }
+  return (bad & 0x8000) === 0;
 }
 
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -407,6 +530,9 @@ export class SafetensorsCheckpoint {
   }
   readFloat32Rows(name: string, start: number, count: number): Float32Array {
     return this.fileFor(name).readFloat32Rows(name, start, count);
+  }
+  readFloat32Into(name: string, dest: Float32Array): Promise<Float32Array> {
+    return this.fileFor(name).readFloat32Into(name, dest);
   }
   close(): void {
     for (const f of this.open_.values()) f.close();

@@ -53,7 +53,8 @@ export function layerBytes(c: ModelConfig, int4GroupSize: number | null): number
 
 /**
  * Refuse up front (one line) a model that cannot fit this machine's memory: streamed prefill
- * holds one layer (host copy, serialized graph, ORT's copy); the decoder holds every layer.
+ * holds about three layers' worth (float32: the layer running and the next one being read; INT4:
+ * host copy, ORT's copy and its prepacked one); the decoder holds every layer.
  */
 export function requireNativeFits(weights: ModelWeights, mode: 'streamed' | 'resident', activationBytes = 0): void {
   const c = weights.config;

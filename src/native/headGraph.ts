@@ -7,7 +7,7 @@
  * [start, start + count)).
  */
 import type { ModelWeights } from '../formats/weights.ts';
-import { GraphBuilder } from '../runtime/ort/graph.ts';
+import { GraphBuilder, type WeightFeed } from '../runtime/ort/graph.ts';
 import { isInt4Symb, loadLmHead } from './layerWeights.ts';
 import { bindLinear } from './linear.ts';
 import { rmsNormNode } from './layerGraph.ts';
@@ -33,7 +33,7 @@ export function headSlices(weights: ModelWeights): HeadSlice[] {
 /** Add final norm + lm_head (one vocabulary slice) over `h` [B, T, hidden] to a graph: output `logits` [B, T, count]. */
 export function addHead(b: GraphBuilder, weights: ModelWeights, slice: HeadSlice, h: string, T: number | 'T'): void {
   const c = weights.config;
-  const norm = b.initializer('model.norm.weight', weights.finalNorm(), [c.hiddenSize]);
+  const norm = b.weight('model.norm.weight', weights.finalNorm(), [c.hiddenSize]);
   const lm = bindLinear(b, 'lm_head', loadLmHead(weights, slice.start, slice.count), null);
   b.output(lm(rmsNormNode(b, h, norm, c.rmsNormEps)), 'float32', ['B', T, slice.count], 'logits');
 }
@@ -51,4 +51,16 @@ export function buildHeadGraph(name: string, weights: ModelWeights, slice: HeadS
   const b = new GraphBuilder(name);
   addHead(b, weights, slice, b.input('h', 'float32', ['B', T, weights.config.hiddenSize]), T);
   return b.toBytes();
+}
+
+/**
+ * The head graph with a float32 lm_head as a graph input fed from the host array (`weights`), for
+ * a session used a few times: no copy into ONNX Runtime and no prepacking (an INT4 head stays bound:
+ * MatMulNBits needs its prepacked layout).
+ */
+export function buildHeadGraphFed(name: string, weights: ModelWeights, slice: HeadSlice, T: number | 'T' = 'T'): { bytes: Uint8Array; weights: WeightFeed[] } {
+  const int4 = isInt4Symb(weights) && slice.count === weights.config.vocabSize;
+  const b = new GraphBuilder(name, { weightInputs: !int4 });
+  addHead(b, weights, slice, b.input('h', 'float32', ['B', T, weights.config.hiddenSize]), T);
+  return { bytes: b.toBytes(), weights: b.weightFeeds };
 }

@@ -20,7 +20,7 @@
 import type { ModelConfig } from '../formats/config.ts';
 import { ropeTables } from '../model/rope.ts';
 export { ropeTables };
-import { GraphBuilder, type ElemType } from '../runtime/ort/graph.ts';
+import { GraphBuilder, type ElemType, type WeightFeed } from '../runtime/ort/graph.ts';
 import { bindLinear } from './linear.ts';
 import type { NativeLayerWeights } from './layerWeights.ts';
 
@@ -41,8 +41,14 @@ export interface LayerGraphContext {
    * (before o_proj). In decode mode it declares its own cache state under cacheName.
    */
   softmaxAttention(q: string, k: string, v: string, opts: { window: number | null; cacheName: string }): string;
+  /**
+   * Whether the runner folds deferred states itself between runs (NativeDecoder): a part may then
+   * declare read-only states (`readOnly`, no stateOut) that the runner updates. False: every state
+   * is an input with its output, and feeding each output back is the whole recurrence (absent = false).
+   */
+  runnerFolds?: boolean;
   /** Declare a state input (decode), returns its name. */
-  state(name: string, dims: (number | string)[]): string;
+  state(name: string, dims: (number | string)[], opts?: { readOnly?: boolean }): string;
   /** The matching state output. */
   stateOut(name: string, value: string, dims: (number | string)[]): void;
 }
@@ -67,6 +73,8 @@ export interface StateSpec {
   input: string;
   output: string | null;
   dims: (number | string)[];
+  /** Read by the graph, never written (the runner updates it: LayerGraphContext.runnerFolds). */
+  readOnly?: boolean;
 }
 
 export interface LayerGraph {
@@ -75,6 +83,8 @@ export interface LayerGraph {
   /** Which shared inputs the graph declares. */
   usesPositions: boolean;
   usesRope: boolean;
+  /** With `weightInputs`: the layer's weights, fed as inputs by these names (the graph holds none). */
+  weights?: WeightFeed[];
 }
 
 /** Added to masked scores: exp() of it underflows to exactly 0 in float32 (as the tfjs path). */
@@ -97,6 +107,7 @@ class SharedInputs {
     readonly b: GraphBuilder,
     readonly config: ModelConfig,
     readonly mode: 'prefill' | 'decode',
+    readonly runnerFolds = false,
   ) {}
 
   get usesPositions(): boolean {
@@ -244,22 +255,24 @@ function addLayer(shared: SharedInputs, layer: number, weights: NativeLayerWeigh
   const lb = new LayerBinding(shared, `L${layer}.`, weights);
   const D = config.hiddenSize;
   const eps = config.rmsNormEps;
-  const inNorm = b.initializer(`L${layer}.input_layernorm.weight`, weights.inputNorm, [D]);
-  const postNorm = b.initializer(`L${layer}.post_attention_layernorm.weight`, weights.postNorm, [D]);
+  const inNorm = b.weight(`L${layer}.input_layernorm.weight`, weights.inputNorm, [D]);
+  const postNorm = b.weight(`L${layer}.post_attention_layernorm.weight`, weights.postNorm, [D]);
   return parts.map((part, i) => {
     const h = inputs[i]!;
     const x = rmsNormNode(b, h, inNorm, eps);
-    const declareState = (stateName: string, dims: (number | string)[]): string => {
+    const declareState = (stateName: string, dims: (number | string)[], opts: { readOnly?: boolean } = {}): string => {
       if (shared.states.some((st) => st.layer === layer && st.branch === i && st.name === stateName)) {
         throw new Error(`${what}: state '${stateName}' declared twice`);
       }
       const input = b.input(`past.L${layer}.${i}.${stateName}`, 'float32', dims);
-      shared.states.push({ layer, branch: i, name: stateName, input, output: null, dims });
+      if (opts.readOnly && !shared.runnerFolds) throw new Error(`${what}: read-only state '${stateName}' in a graph whose runner does not fold`);
+      shared.states.push({ layer, branch: i, name: stateName, input, output: null, dims, ...(opts.readOnly ? { readOnly: true } : {}) });
       return input;
     };
     const declareStateOut = (stateName: string, value: string, dims: (number | string)[]): void => {
       const st = shared.states.find((x) => x.layer === layer && x.branch === i && x.name === stateName);
       if (!st) throw new Error(`${what}: stateOut('${stateName}') without state('${stateName}')`);
+      if (st.readOnly) throw new Error(`${what}: stateOut('${stateName}') of a read-only state`);
       if (st.output) throw new Error(`${what}: stateOut('${stateName}') given twice`);
       st.output = `present.L${layer}.${i}.${stateName}`;
       b.output(value, 'float32' as ElemType, dims, st.output);
@@ -268,6 +281,7 @@ function addLayer(shared: SharedInputs, layer: number, weights: NativeLayerWeigh
       b,
       config,
       mode,
+      runnerFolds: shared.runnerFolds,
       x,
       get positions() {
         return shared.positions();
@@ -289,18 +303,29 @@ function addLayer(shared: SharedInputs, layer: number, weights: NativeLayerWeigh
 
 function finish(b: GraphBuilder, shared: SharedInputs, name: string): LayerGraph {
   for (const st of shared.states) {
-    if (!st.output) throw new Error(`layer graph ${name}: state '${st.name}' of layer ${st.layer}, branch ${st.branch} has no stateOut`);
+    if (!st.output && !st.readOnly) throw new Error(`layer graph ${name}: state '${st.name}' of layer ${st.layer}, branch ${st.branch} has no stateOut`);
   }
-  return { bytes: b.toBytes(), states: shared.states, usesPositions: shared.usesPositions, usesRope: shared.usesRope };
+  const graph: LayerGraph = { bytes: b.toBytes(), states: shared.states, usesPositions: shared.usesPositions, usesRope: shared.usesRope };
+  if (b.opts.weightInputs) graph.weights = b.weightFeeds;
+  return graph;
 }
 
 /**
  * Build one layer's graph with a branch per attention part (`parts[i]` computes branch i's
  * attention block): inputs `h<i>`, outputs `h<i>_out`. `name` names the graph (model file +
- * layer, for errors).
+ * layer, for errors). With `weightInputs` the weights are graph inputs (LayerGraph.weights): graphs
+ * of two layers with the same parts are then the same bytes, and one session runs both.
  */
-export function buildLayerGraph(name: string, config: ModelConfig, mode: 'prefill' | 'decode', weights: NativeLayerWeights, parts: AttentionPart[], layer = 0): LayerGraph {
-  const b = new GraphBuilder(name);
+export function buildLayerGraph(
+  name: string,
+  config: ModelConfig,
+  mode: 'prefill' | 'decode',
+  weights: NativeLayerWeights,
+  parts: AttentionPart[],
+  layer = 0,
+  opts: { weightInputs?: boolean } = {},
+): LayerGraph {
+  const b = new GraphBuilder(name, { weightInputs: opts.weightInputs });
   const shared = new SharedInputs(b, config, mode);
   const T = mode === 'decode' ? 1 : 'T';
   const D = config.hiddenSize;
@@ -320,9 +345,10 @@ export function buildStackGraph(
   mode: 'prefill' | 'decode',
   layers: { layer: number; weights: NativeLayerWeights; part: AttentionPart }[],
   head?: (b: GraphBuilder, h: string, T: number | 'T') => void,
+  opts: { runnerFolds?: boolean } = {},
 ): LayerGraph {
   const b = new GraphBuilder(name);
-  const shared = new SharedInputs(b, config, mode);
+  const shared = new SharedInputs(b, config, mode, opts.runnerFolds ?? false);
   const T = mode === 'decode' ? 1 : 'T';
   const D = config.hiddenSize;
   let h = b.input('h0', 'float32', ['B', T, D]);

@@ -3,7 +3,8 @@
  * codes + scales (never expanded), everything else as the readers' float32.
  */
 import { SymbWeights, type LayerMatrixName } from '../formats/symbModel.ts';
-import type { ModelWeights } from '../formats/weights.ts';
+import type { LayerWeights, Matrix, ModelWeights } from '../formats/weights.ts';
+import { HfWeights } from '../formats/hfModel.ts';
 import { int4Repackable, type LinearSource } from './linear.ts';
 
 export interface NativeLayerWeights {
@@ -34,18 +35,28 @@ export function isInt4Symb(weights: ModelWeights): weights is SymbWeights {
   return weights instanceof SymbWeights && weights.quantization.method === 'int4';
 }
 
-export function loadNativeLayer(weights: ModelWeights, index: number): NativeLayerWeights {
-  if (isInt4Symb(weights)) {
-    const vectors = weights.layerVectors(index);
-    const linear = {} as Record<LayerMatrixName, LinearSource>;
-    for (const which of MATRICES) {
-      const m = weights.int4LayerMatrix(index, which)!;
-      if (!int4Repackable(m)) noteFallback(weights.dir, m.groupSize, m.cols, m.file);
-      linear[which] = { kind: 'int4', m };
-    }
-    return { ...vectors, linear };
+/**
+ * loadNativeLayer, with an HF checkpoint read asynchronously (overlapping the caller's other work)
+ * into `reuse`'s float32 arrays when given (a layer of the same model no longer in use).
+ */
+export async function loadNativeLayerAsync(weights: ModelWeights, index: number, reuse: NativeLayerWeights | null = null): Promise<NativeLayerWeights> {
+  if (!(weights instanceof HfWeights)) return loadNativeLayer(weights, index);
+  const old = reuse ? hostLayer(reuse) : null;
+  return fromHostLayer(await weights.layerAsync(index, old));
+}
+
+/** The float32 host layer behind native layer weights (null when any matrix is int4). */
+function hostLayer(lw: NativeLayerWeights): LayerWeights | null {
+  const m = {} as Record<LayerMatrixName, Matrix>;
+  for (const which of MATRICES) {
+    const src = lw.linear[which];
+    if (src.kind !== 'f32') return null;
+    m[which] = src.m;
   }
-  const lw = weights.layer(index);
+  return { inputNorm: lw.inputNorm, postNorm: lw.postNorm, qBias: lw.qBias, kBias: lw.kBias, vBias: lw.vBias, ...m };
+}
+
+function fromHostLayer(lw: LayerWeights): NativeLayerWeights {
   return {
     inputNorm: lw.inputNorm,
     postNorm: lw.postNorm,
@@ -62,6 +73,20 @@ export function loadNativeLayer(weights: ModelWeights, index: number): NativeLay
       down: { kind: 'f32', m: lw.down },
     },
   };
+}
+
+export function loadNativeLayer(weights: ModelWeights, index: number): NativeLayerWeights {
+  if (isInt4Symb(weights)) {
+    const vectors = weights.layerVectors(index);
+    const linear = {} as Record<LayerMatrixName, LinearSource>;
+    for (const which of MATRICES) {
+      const m = weights.int4LayerMatrix(index, which)!;
+      if (!int4Repackable(m)) noteFallback(weights.dir, m.groupSize, m.cols, m.file);
+      linear[which] = { kind: 'int4', m };
+    }
+    return { ...vectors, linear };
+  }
+  return fromHostLayer(weights.layer(index));
 }
 
 /** The output projection's rows [start, start + count) (int4 raw when the model is int4 and all rows are asked). */

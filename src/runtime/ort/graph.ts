@@ -91,6 +91,13 @@ export function externalDataOf(model: Uint8Array): ExternalData[] {
   return externalOf.get(model) ?? [];
 }
 
+/** A weight declared as a graph input: what the runner feeds under `name`. */
+export interface WeightFeed {
+  name: string;
+  data: Float32Array | Uint8Array;
+  dims: number[];
+}
+
 export class GraphBuilder {
   private readonly nodes: onnxProto.onnx.INodeProto[] = [];
   private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
@@ -110,7 +117,16 @@ export class GraphBuilder {
   /** Large initializers, passed to ORT as in-memory external data instead of copied into the protobuf. */
   private readonly external: ExternalData[] = [];
 
-  constructor(readonly name: string) {}
+  /**
+   * Weights declared through weight() as graph inputs (`weightInputs`): the graph holds no weight
+   * data, so one session serves every layer of the same kind, fed each layer's arrays per run.
+   */
+  readonly weightFeeds: WeightFeed[] = [];
+
+  constructor(
+    readonly name: string,
+    readonly opts: { weightInputs?: boolean } = {},
+  ) {}
 
   /** A new unique value name starting with `prefix`. */
   fresh(prefix: string): string {
@@ -177,6 +193,19 @@ export class GraphBuilder {
       this.inlineBytes += data.byteLength;
     }
     this.initializerBytes += data.byteLength;
+    return name;
+  }
+
+  /**
+   * A weight: an initializer, or with `weightInputs` a graph input of that name whose data is
+   * recorded in weightFeeds (the runner feeds it; ORT reads the host array in place, no copy).
+   */
+  weight(name: string, data: Float32Array | Uint8Array, dims: number[]): string {
+    if (!this.opts.weightInputs) return this.initializer(name, data, dims);
+    const numel = dims.reduce((a, b) => a * b, 1);
+    if (numel !== data.length) throw new Error(`GraphBuilder ${this.name}: weight '${name}' has ${data.length} values for dims [${dims}]`);
+    this.input(name, elemTypeOf(data), dims);
+    this.weightFeeds.push({ name, data, dims });
     return name;
   }
 

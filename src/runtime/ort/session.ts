@@ -6,7 +6,7 @@
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { fail } from '../../util/errors.ts';
-import { externalDataOf } from './graph.ts';
+import { externalDataOf, type ExternalData } from './graph.ts';
 
 export type OrtSession = ort.InferenceSession;
 export { ort };
@@ -59,6 +59,11 @@ export interface SessionOptions {
    * 235 MB matrix, same run time). Never for MatMulNBits: its prepacked layout is the fast INT4 path.
    */
   noPrepack?: boolean;
+  /**
+   * ORT's CPU memory arena (default on). Off for sessions kept resident side by side whose runs make
+   * large short-lived tensors (distill's training graphs): the arena would keep each one's peak.
+   */
+  memArena?: boolean;
 }
 
 /** Create a CPU session from serialized model bytes; `what` names the model file and layer for errors. */
@@ -72,6 +77,7 @@ export async function createSession(model: Uint8Array, what: string, opts: Sessi
       intraOpNumThreads: opts.threads ?? ortThreads(),
       extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' }, ...(opts.noPrepack ? { disable_prepacking: '1' } : {}) } },
       interOpNumThreads: 1,
+      ...(opts.memArena === false ? { enableCpuMemArena: false } : {}),
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
       logSeverityLevel: 3,
@@ -80,6 +86,60 @@ export async function createSession(model: Uint8Array, what: string, opts: Sessi
     const msg = ortMessage(e);
     fail(what, providerError(msg) ?? (isOutOfMemory(msg) ? `not enough memory to prepare the ONNX Runtime graph (${msg})` : `ONNX Runtime could not load the graph: ${msg}`));
   }
+}
+
+/**
+ * Sessions kept by the model they were created from: asking again with byte-identical model bytes,
+ * external data and options returns the same session, so graphs that take their weights as inputs
+ * (GraphBuilder `weightInputs`) are prepared once for every layer of a kind. Holds at most `limit`
+ * sessions: asking for another releases the least recently used (so a session stays valid until
+ * `limit` others have been asked for since); releaseAll() when done.
+ */
+export class SessionCache {
+  // Promises, so that asking twice before the first creation finishes still creates one session.
+  private entries: { bytes: Uint8Array; external: ExternalData[]; key: string; session: Promise<OrtSession> }[] = [];
+
+  constructor(private readonly limit = 4) {}
+
+  get(model: Uint8Array, what: string, opts: SessionOptions = {}): Promise<OrtSession> {
+    const external = externalDataOf(model);
+    const key = JSON.stringify(opts);
+    const i = this.entries.findIndex((e) => e.key === key && sameBytes(e.bytes, model) && sameExternal(e.external, external));
+    if (i >= 0) {
+      const [e] = this.entries.splice(i, 1);
+      this.entries.push(e!);
+      return e!.session;
+    }
+    const session = createSession(model, what, opts);
+    const entry = { bytes: model, external, key, session };
+    this.entries.push(entry);
+    // A creation that fails is not kept (the caller gets its error).
+    session.catch(() => (this.entries = this.entries.filter((e) => e !== entry)));
+    while (this.entries.length > this.limit) void release(this.entries.shift()!.session);
+    return session;
+  }
+
+  async releaseAll(): Promise<void> {
+    const all = this.entries;
+    this.entries = [];
+    for (const e of all) await release(e.session);
+  }
+}
+
+async function release(session: Promise<OrtSession>): Promise<void> {
+  try {
+    await releaseSession(await session);
+  } catch {
+    // A session that failed to create holds nothing.
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+}
+
+function sameExternal(a: ExternalData[], b: ExternalData[]): boolean {
+  return a.length === b.length && a.every((x, i) => x.path === b[i]!.path && sameBytes(x.data, b[i]!.data));
 }
 
 /**
