@@ -8,12 +8,16 @@
  *   matrix, never a difference of prefix sums), the state entering chunk n as a weighted sum of the
  *   earlier chunks' own contributions (the same segment sums over chunk totals, [N−1, N−1]). The
  *   carried part covers chunks 1..N−1 only, so a sequence of one chunk does no D² work at all.
- * - `gateStepOps` (decode): one recurrent step on a [B, D, D] state.
+ * - `gateStepOps` (decode): one recurrent step on a [B, D, D] state; `gateDecodeStepOps` the same
+ *   step from the raw decode inputs in fewer ops (what the decoder runs on small states).
+ * - `gateDeferredStepOps` / `gateFoldOps` (decode on large states): the state as M_base plus the
+ *   last ≤ C tokens; a step reads M_base once (the recurrent step makes ~7 passes over D²), and the
+ *   runner folds the buffer into M_base every C tokens (`buildGateFoldGraph`).
  *
  * Tensors carry a batch axis B (windows); sequences are [B, T, D], per-token gate logs [B, T, 1].
  * T may be symbolic: padding to whole chunks is computed in the graph.
  */
-import type { GraphBuilder } from '../runtime/ort/graph.ts';
+import { GraphBuilder } from '../runtime/ort/graph.ts';
 
 /** Added to the log-weights of masked (non-causal) entries before Exp: exp underflows to exactly 0. */
 const MASKED = -1e30;
@@ -184,4 +188,102 @@ export function gateStepOps(b: GraphBuilder, g: GateValues, state: string): { r:
   const update = b.node('MatMul', [swapLast(b, b.node('Mul', [g.kHat, oneMinus]), 3), g.vHat]); // [B, D, D]
   const next = b.node('Add', [b.node('Mul', [state, gate]), update]);
   return { r: b.node('MatMul', [g.q, next]), state: next };
+}
+
+/**
+ * The decode step's tokens since the last fold, as graph values: a shift register of the last C
+ * tokens, newest last, empty slots zero (k̂ = v̂ = 0 and log g = log(1−g) = 0: they neither add to
+ * nor decay anything, as the prefill's padding). keys / values [B, C, D]; logs [B, C, 2] = (log g, log(1−g)).
+ */
+export interface GateBuffer {
+  keys: string;
+  values: string;
+  logs: string;
+}
+
+/**
+ * Weights of the buffered tokens in the state after the newest one, from the buffer's logs [B, C, 2]:
+ * w_s = (1−g_s)·Π_{u>s} g_u (each product a direct sum of logs: CumSum exclusive, from the end), [B, C, 1];
+ * and decay = Π_u g_u [B, 1, 1], the weight of the state before the buffer.
+ */
+function bufferWeightsOps(b: GraphBuilder, logs: string): { w: string; decay: string } {
+  const logGate = sliceAxis(b, logs, 2, 0, 1);
+  const logOneMinusGate = sliceAxis(b, logs, 2, 1, 2);
+  const after = b.node('CumSum', [logGate, b.constI([1], [])], { exclusive: 1, reverse: 1 });
+  return {
+    w: b.node('Exp', [b.node('Add', [logOneMinusGate, after])]),
+    decay: b.node('Exp', [b.node('ReduceSum', [logGate, b.constI([1])], { keepdims: 1 })]),
+  };
+}
+
+/**
+ * One decode step on the deferred state (T = 1), the decoder's form of `gateStepOps`: the state is
+ * M_base [B, D, D] (the state at the last fold, read only here) plus the buffer of the tokens since,
+ * so a step reads M_base once and writes no D² value:
+ *
+ *   r_t = (Π_{s in buffer} g_s)·q_tᵀ M_base + Σ_{s in buffer} w_s (q_t·k̂_s) v̂_s,   w_s = (1−g_s)·Π_{s<u≤t} g_u
+ *
+ * The token is pushed into the buffer first (the oldest slot falls off: the runner folds a full
+ * buffer into M_base with `gateFoldOps` before that happens). Returns r [B, 1, D] and the new buffer.
+ */
+export function gateDeferredStepOps(b: GraphBuilder, g: GateValues, base: string, buffer: GateBuffer, D: number, C: number): { r: string; buffer: GateBuffer } {
+  const push = (x: string, token: string) => b.node('Concat', [sliceAxis(b, x, 1, 1, TO_END), token], { axis: 1 });
+  const next: GateBuffer = {
+    keys: push(buffer.keys, g.kHat),
+    values: push(buffer.values, g.vHat),
+    logs: push(buffer.logs, b.node('Concat', [g.logGate, g.logOneMinusGate], { axis: 2 })),
+  };
+  const { w, decay } = bufferWeightsOps(b, next.logs);
+  const scores = b.node('MatMul', [next.keys, b.node('Reshape', [g.q, b.constI([0, D, 1])])]); // q·k̂_s, [B, C, 1]
+  const coeff = b.node('Reshape', [b.node('Mul', [scores, w]), b.constI([0, 1, C])]);
+  const recent = b.node('MatMul', [coeff, next.values]); // [B, 1, D]
+  const carried = b.node('Mul', [b.node('MatMul', [g.q, base]), decay]);
+  return { r: b.node('Add', [carried, recent]), buffer: next };
+}
+
+/**
+ * Fold a full buffer into the deferred state: M_base' = (Π_s g_s)·M_base + Σ_s w_s k̂_s v̂_sᵀ
+ * (w_s as in `gateDeferredStepOps` at the buffer's last token). base [B, D, D] -> [B, D, D].
+ */
+export function gateFoldOps(b: GraphBuilder, base: string, buffer: GateBuffer): string {
+  const { w, decay } = bufferWeightsOps(b, buffer.logs);
+  const own = b.node('MatMul', [swapLast(b, b.node('Mul', [buffer.keys, w]), 3), buffer.values]); // [B, D, D]
+  return b.node('Add', [b.node('Mul', [base, decay]), own]);
+}
+
+/** Input and output names of the fold graph (`buildGateFoldGraph`). */
+export const FOLD_IO = { base: 'base', keys: 'keys', values: 'values', logs: 'logs', out: 'base_out' } as const;
+
+/** The fold as a graph of its own (no weights): one per (D, C), shared by every layer. */
+export function buildGateFoldGraph(name: string, D: number, C: number): Uint8Array {
+  const b = new GraphBuilder(name);
+  const base = b.input(FOLD_IO.base, 'float32', ['B', D, D]);
+  const buffer = { keys: b.input(FOLD_IO.keys, 'float32', ['B', C, D]), values: b.input(FOLD_IO.values, 'float32', ['B', C, D]), logs: b.input(FOLD_IO.logs, 'float32', ['B', C, 2]) };
+  b.output(gateFoldOps(b, base, buffer), 'float32', ['B', D, D], FOLD_IO.out);
+  return b.toBytes();
+}
+
+/** ‖x‖ over the last axis, kept, as one op: [B, 1, D] -> [B, 1, 1] (the decode path's rowNormOps). */
+export function decodeRowNormOps(b: GraphBuilder, x: string): string {
+  return b.node('ReduceL2', [x], { axes: [-1], keepdims: 1 });
+}
+
+/**
+ * The plain recurrent step from the raw decode inputs, in as few ops as the maths allows (T = 1;
+ * what the decoder runs on small states, where a step's time is mostly per-op overhead):
+ *
+ *   M' = g·M + (1−g)/(‖k‖+1e-8) · k (v·‖x‖/(‖v‖+1e-8))ᵀ,   r = qᵀ M'
+ *
+ * — `gateStepOps` on k̂, v̂ and σ-gates, with each scalar factor applied once. q, k, v [B, 1, D]
+ * (k, v GQA-expanded), xNorm [B, 1, 1], the gate as its logit z [B, 1, 1] or a constant g;
+ * state [B, D, D]. Returns r [B, 1, D] and M'.
+ */
+export function gateDecodeStepOps(b: GraphBuilder, q: string, k: string, v: string, xNorm: string, gate: { z: string } | { constant: number }, state: string, D: number): { r: string; state: string } {
+  const eps = b.constF([1e-8], [1]);
+  const [g, oneMinus] = 'z' in gate ? [b.node('Sigmoid', [gate.z]), b.node('Sigmoid', [b.node('Neg', [gate.z])])] : [b.constF([gate.constant], [1]), b.constF([1 - gate.constant], [1])];
+  const kScaled = b.node('Mul', [k, b.node('Div', [oneMinus, b.node('Add', [decodeRowNormOps(b, k), eps])])]);
+  const vHat = b.node('Mul', [v, b.node('Div', [xNorm, b.node('Add', [decodeRowNormOps(b, v), eps])])]);
+  const update = b.node('MatMul', [b.node('Reshape', [kScaled, b.constI([0, D, 1])]), vHat]); // [B, D, D]
+  const next = b.node('Add', [b.node('Mul', [state, g]), update]);
+  return { r: b.node('MatMul', [q, next]), state: next };
 }

@@ -13,7 +13,8 @@
  *
  * s_t = (q_t·k_t)/(nHeads·√hd), k̂ = k/(‖k‖+1e-8), v̂ = v/(‖v‖+1e-8)·‖x‖ (k, v repeated per GQA group).
  * Prefill runs the chunked log-space gate from M_0 = 0; decode one recurrent step on the layer's
- * [B, D, D] state (`gate_state`), zero before the first token.
+ * [B, D, D] state (`gate_state`), zero before the first token — or, when the runner folds
+ * (NativeDecoder on large states), the deferred step: M_base plus a buffer of the last ≤ C tokens.
  *
  * Policies are plain values (numbers, Float32Array): the native layer imports nothing above it.
  */
@@ -26,9 +27,11 @@ import type { AttentionPart, LayerGraphContext } from './layerGraph.ts';
 import {
   constantGateLogsOps,
   gateChunkedOps,
+  gateDeferredStepOps,
   gateLogsOps,
   gateScoresOps,
-  gateStepOps,
+  gateDecodeStepOps,
+  decodeRowNormOps,
   normalizeKeysOps,
   normalizeValuesOps,
   repeatKvOps,
@@ -37,6 +40,14 @@ import {
 
 /** Name of a gated layer's state in decode graphs (input; the output is declared through ctx.stateOut). */
 export const GATE_STATE = 'gate_state';
+/**
+ * A gated layer's deferred decode state (when the runner folds, LayerGraphContext.runnerFolds):
+ * M_base (read only) and the buffer of the tokens since the last fold (gateGraph.ts GateBuffer).
+ */
+export const GATE_BASE = 'gate_base';
+export const GATE_KEYS = 'gate_keys';
+export const GATE_VALUES = 'gate_values';
+export const GATE_LOGS = 'gate_logs';
 /** Name of an adapter-window / window layer's KV cache in decode graphs. */
 export const WINDOW_CACHE = 'window_kv';
 
@@ -57,7 +68,15 @@ export type NativePolicy = NativeAdapterPolicy | { kind: 'window'; window: numbe
 export interface GatePartOptions {
   /** Chunk size of the prefill gate (default: gate.ts defaultChunkSize(D)). */
   chunkSize?: number;
+  /** Tokens the decoder's deferred gate state buffers between folds (default DECODE_CHUNK). */
+  decodeChunk?: number;
 }
+
+/**
+ * Default decode buffer: a step costs ~6·C·D floats of buffer traffic, a fold ~6·D² every C
+ * tokens; at D = 2048 the sum is smallest near C = 45.
+ */
+export const DECODE_CHUNK = 64;
 
 /** σ(z) in float64, stable for large |z| (the graphs take the mixes as constants). */
 function sigmoid(z: number): number {
@@ -97,21 +116,37 @@ function gatedPart(policy: GatedPolicy, opts: GatePartOptions): AttentionPart {
     const k = policy.kind === 'engine' ? ctx.rope(k0, c.numKvHeads) : k0;
     const kExpanded = repeatKvOps(b, k, c.numKvHeads, nRep, c.headDim);
     const vExpanded = repeatKvOps(b, v, c.numKvHeads, nRep, c.headDim);
-    let logs: { logGate: string; logOneMinusGate: string };
-    if (policy.kind === 'fixed') {
-      logs = constantGateLogsOps(b, q, FIXED_GATE);
-    } else {
-      let z = gateScoresOps(b, q, kExpanded, c.numHeads, c.headDim);
+    let z: string | null = null;
+    if (policy.kind !== 'fixed') {
+      z = gateScoresOps(b, q, kExpanded, c.numHeads, c.headDim);
       if (policy.kind === 'adapter') z = b.node('Add', [b.node('Mul', [z, b.constF([policy.gateScale], [1])]), b.constF([policy.gateBias], [1])]);
-      logs = gateLogsOps(b, z);
     }
-    const gate = { q, kHat: normalizeKeysOps(b, kExpanded), vHat: normalizeValuesOps(b, vExpanded, rowNormOps(b, x)), ...logs };
+    const gateValues = () => ({
+      q,
+      kHat: normalizeKeysOps(b, kExpanded),
+      vHat: normalizeValuesOps(b, vExpanded, rowNormOps(b, x)),
+      ...(z === null ? constantGateLogsOps(b, q, FIXED_GATE) : gateLogsOps(b, z)),
+    });
     let r: string;
     if (ctx.mode === 'prefill') {
-      r = gateChunkedOps(b, gate, D, opts.chunkSize ?? defaultChunkSize(D));
-    } else {
-      const step = gateStepOps(b, gate, ctx.state(GATE_STATE, ['B', D, D]));
+      r = gateChunkedOps(b, gateValues(), D, opts.chunkSize ?? defaultChunkSize(D));
+    } else if (!ctx.runnerFolds) {
+      // The plain step on the layer's D×D state (small states: fewest ops).
+      const gate = z === null ? { constant: FIXED_GATE } : { z };
+      const step = gateDecodeStepOps(b, q, kExpanded, vExpanded, decodeRowNormOps(b, x), gate, ctx.state(GATE_STATE, ['B', D, D]), D);
       ctx.stateOut(GATE_STATE, step.state, ['B', D, D]);
+      r = step.r;
+    } else {
+      const gate = gateValues();
+      // The deferred state: M_base read only, the tokens since the last fold in a buffer the
+      // runner folds into M_base when full.
+      const C = opts.decodeChunk ?? DECODE_CHUNK;
+      const base = ctx.state(GATE_BASE, ['B', D, D], { readOnly: true });
+      const buffer = { keys: ctx.state(GATE_KEYS, ['B', C, D]), values: ctx.state(GATE_VALUES, ['B', C, D]), logs: ctx.state(GATE_LOGS, ['B', C, 2]) };
+      const step = gateDeferredStepOps(b, gate, base, buffer, D, C);
+      ctx.stateOut(GATE_KEYS, step.buffer.keys, ['B', C, D]);
+      ctx.stateOut(GATE_VALUES, step.buffer.values, ['B', C, D]);
+      ctx.stateOut(GATE_LOGS, step.buffer.logs, ['B', C, 2]);
       r = step.r;
     }
     const projected = ctx.linear('o', r);
@@ -155,9 +190,9 @@ export function nativeAttentionFor(policy: NativePolicy, opts: GatePartOptions =
     case 'window':
       return windowPart(policy.window);
     case 'engine':
-      return opts.chunkSize === undefined ? enginePart : gatedPart(policy, opts);
+      return opts.chunkSize === undefined && opts.decodeChunk === undefined ? enginePart : gatedPart(policy, opts);
     case 'fixed':
-      return opts.chunkSize === undefined ? fixedPart : gatedPart(policy, opts);
+      return opts.chunkSize === undefined && opts.decodeChunk === undefined ? fixedPart : gatedPart(policy, opts);
     case 'adapter':
       return gatedPart(policy, opts);
   }
