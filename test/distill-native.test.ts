@@ -1,5 +1,5 @@
 /**
- * distill with its teacher on the native engine (`--backend native`; training stays tfjs):
+ * distill with its teacher on the native engine (`--backend native`; its MSE training pass too, src/distill/nativePass.ts):
  * killed with -9 and resumed (the teacher recomputed natively in each process, no cache), the
  * adapter is bit-identical to an uninterrupted native run; a native run reading its own teacher
  * cache gives that adapter too; and the native and tfjs teachers get separate cache entries.

@@ -56,13 +56,13 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
     const hashes = modelHashes(models);
     const started = startOrResume(rc, dir, resumeFingerprint(rc, { ...hashes, sequences: data.tok.hash }), c.hiddenSize, log);
     const targets = await teacherTargets(rc, models, data, hashes.teacher, log);
-    const { ctx, dispose } = passContext(rc, models, data, targets);
+    const { ctx, dispose } = await passContext(rc, models, data, targets);
     const signals = watchInterrupts(DISTILL_INTERRUPT_MESSAGES);
     try {
       const before = rc.verifyWeights ? ctx.layers.fingerprint() : undefined;
       let after: string | undefined;
       const { layers, window } = rc;
-      log(`training layers ${layers.join(', ')}: ${adapterParameterCount({ layers: [...layers], hiddenSize: c.hiddenSize, window })} parameters${window !== null ? ` (adapter-window, W ${window})` : ''}, input ${rc.input}, mlp-grad ${rc.mlpGrad}, rest ${rc.rest}; weights ${ctx.layers.isResident ? 'resident' : 'streamed a layer at a time'}`);
+      log(`training layers ${layers.join(', ')}: ${adapterParameterCount({ layers: [...layers], hiddenSize: c.hiddenSize, window })} parameters${window !== null ? ` (adapter-window, W ${window})` : ''}, input ${rc.input}, mlp-grad ${rc.mlpGrad}, rest ${rc.rest}${ctx.native ? '' : `; weights ${ctx.layers.isResident ? 'resident' : 'streamed a layer at a time'}`}`);
       const trained = await trainAdapter(rc, models, data, ctx, dir, started.state, signals.interrupted, log);
       const afterEvaluation = () => {
         after = rc.verifyWeights ? ctx.layers.fingerprint() : undefined;

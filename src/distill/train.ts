@@ -33,6 +33,7 @@ import { restLayerPolicy, type AdapterPolicy, type RestPolicy } from '../model/p
 import { policyLayer, type MlpGrad } from '../model/decoderLayer.ts';
 import { disposeKlTarget, klTarget, logitKl, type VocabSlice } from './klLoss.ts';
 import { AdamW, clipGradNorm, cosineLr, type AdamWState } from './optimizer.ts';
+import type { NativeMsePass } from './nativePass.ts';
 
 export type InputMode = 'student' | 'teacher';
 export type { MlpGrad };
@@ -278,6 +279,8 @@ export interface PassContext {
   rope: { cos: tf.Tensor2D; sin: tf.Tensor2D } | null;
   /** What the end-to-end KL objective needs (runs with a `kl` phase). */
   kl?: KlContext | null;
+  /** The MSE passes on ONNX Runtime (native engine, adapter-v1); absent: runPass on tfjs. */
+  native?: NativeMsePass | null;
 }
 
 /**
@@ -503,24 +506,31 @@ export function studentStreamBefore(weights: ModelWeights, embeddings: Float32Ar
       } finally {
         disposeLayer(layer);
       }
-      // An overflow here would surface as a NaN loss of the first trained layer: name its real place.
-      host.forEach((h, s) => {
-        for (let i = 0; i < h.length; i++) {
-          if (h[i]! - h[i]! !== 0) {
-            fail(
-              null,
-              `student: non-finite activation (${h[i]}) in the output of untrained layer ${l} (--rest ${rest}) of sequence ${s} at position ${Math.floor(i / c.hiddenSize)}, ` +
-                `before the first trained layer ${first}: the student's weights overflow float32; nothing was trained`,
-            );
-          }
-        }
-      });
+      requireFiniteBeforeTrained(host, l, rest, first, c.hiddenSize);
     }
   } finally {
     rope.cos.dispose();
     rope.sin.dispose();
   }
   return host;
+}
+
+/**
+ * An overflow in the student's stream before the first trained layer would surface as a NaN loss
+ * of that layer: name its real place (untrained layer l's output, sequence, position).
+ */
+export function requireFiniteBeforeTrained(host: Float32Array[], l: number, rest: RestPolicy, first: number, hiddenSize: number): void {
+  host.forEach((h, s) => {
+    for (let i = 0; i < h.length; i++) {
+      if (h[i]! - h[i]! !== 0) {
+        fail(
+          null,
+          `student: non-finite activation (${h[i]}) in the output of untrained layer ${l} (--rest ${rest}) of sequence ${s} at position ${Math.floor(i / hiddenSize)}, ` +
+            `before the first trained layer ${first}: the student's weights overflow float32; nothing was trained`,
+        );
+      }
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -712,6 +722,8 @@ export interface TrainHooks {
    * `runPass` on this thread. Same contract: per-layer losses and the flat gradients.
    */
   pass?(seqIdx: number[], params: Float32Array[], withGrad: boolean): Promise<PassResult>;
+  /** Held-out per-layer MSE elsewhere (the native engine); default: `evaluatePerLayer` on this thread. */
+  evaluate?(seqIdx: number[], params: Float32Array[], batchSize: number): Promise<number[]>;
 }
 
 export function stepsPerEpoch(nTrain: number, batchSize: number): number {
@@ -832,7 +844,8 @@ export async function trainLoop(ctx: PassContext, state: TrainState, train: numb
       params.assign(state.params);
       // The best epoch is chosen by the phase's own metric on the held-out split (train loss only
       // when nothing is held out): held-out MSE for mse, held-out KLD for kl.
-      const heldPerLayer = heldOut.length > 0 && phase.loss === 'mse' ? evaluatePerLayer(ctx, heldOut, params, B) : null;
+      const heldPerLayer =
+        heldOut.length > 0 && phase.loss === 'mse' ? (hooks.evaluate ? await hooks.evaluate(heldOut, state.params, B) : evaluatePerLayer(ctx, heldOut, params, B)) : null;
       const heldLoss = heldOut.length === 0 ? null : phase.loss === 'kl' ? evaluateKl(ctx, heldOut, params, B) : mean(heldPerLayer!);
       const score = heldLoss ?? trainLoss;
       const metric = selectionMetric(phase.loss, heldLoss !== null);

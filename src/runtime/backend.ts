@@ -135,12 +135,12 @@ async function initTfjs(choice: TfjsChoice): Promise<string> {
   return fail(null, 'no tfjs backend could be loaded');
 }
 
-/** What ran, for logs and reports: `native` (and the tfjs backend that trains) or the tfjs backend. */
+/** What ran, for logs and reports: `native` (and the tfjs backend for what trains on tfjs) or the tfjs backend. */
 export function backendInfo(): { backend: string; detail: string; tfjs: string } {
   const tfjsName = active?.name ?? tf.getBackend();
   const tfjsDetail = active?.detail ?? '';
   if (forward.kind === 'native') {
-    return { backend: forward.provider === 'cuda' ? 'native-cuda' : 'native', detail: `${nativeDetail}; adapter training on ${tfjsDetail || tfjsName}`, tfjs: tf.version_core };
+    return { backend: forward.provider === 'cuda' ? 'native-cuda' : 'native', detail: `${nativeDetail}; adapter-v1 MSE training native, KL and adapter-window training on ${tfjsDetail || tfjsName}`, tfjs: tf.version_core };
   }
   return { backend: tfjsName, detail: tfjsDetail, tfjs: tf.version_core };
 }

@@ -6,8 +6,12 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ropeCosSin, uploadMatrix } from '../../model/nn.ts';
 import type { VocabSlice } from '../klLoss.ts';
-import { LayerSource, studentStreamBefore, type KlContext, type PassContext } from '../train.ts';
+import { LayerSource, requireFiniteBeforeTrained, studentStreamBefore, type KlContext, type PassContext } from '../train.ts';
+import { nativePrefill } from '../../native/model.ts';
+import { nativeStudentAttention } from '../../native/gatePart.ts';
 import { trainOptions, type RunConfig } from '../runConfig.ts';
+import { NativeMsePass, nativeResidentBytes } from '../nativePass.ts';
+import { nativeForward } from '../../runtime/backend.ts';
 import type { DistillData } from './data.ts';
 import type { DistillModels } from './models.ts';
 import type { TeacherTargets } from './teacherTargets.ts';
@@ -16,21 +20,27 @@ export function range(a: number, b: number): number[] {
   return Array.from({ length: b - a + 1 }, (_, i) => a + i);
 }
 
-export function passContext(rc: RunConfig, m: DistillModels, data: DistillData, targets: TeacherTargets): { ctx: PassContext; dispose: () => void } {
+export async function passContext(rc: RunConfig, m: DistillModels, data: DistillData, targets: TeacherTargets): Promise<{ ctx: PassContext; dispose: () => void }> {
   const { student } = m;
   const c = student.config;
   const layers = rc.layers;
   const first = layers[0]!;
   const span = range(first, layers[layers.length - 1]!);
   const positions = () => ropeCosSin(c, Array.from({ length: rc.seqLen }, (_, i) => i));
-  // The student's own stream starts from the student's embeddings (a .symb conversion may quantize them).
-  const studentStart = rc.input === 'student' ? studentStreamBefore(student, data.tok.sequences.map((s) => student.embed(s)), first, rc.rest, rc.seqLen, rc.chunkSize ?? undefined) : null;
-  const layerSource = new LayerSource(student, span.filter((l) => rc.input === 'student' || layers.includes(l)), rc.residentBytes);
+  // The MSE passes run on the native engine when the forward engine is native (adapter-v1): the
+  // tfjs layer source is then only for the tfjs parts (KL, or --verify-weights), uploaded on demand.
+  const useNative = nativeForward() && rc.phases.some((p) => p.loss === 'mse') && NativeMsePass.supports({ opts: { window: rc.window } });
+  const studentStart = rc.input === 'student' ? await studentStreamInto(rc, m, data) : null;
+  const layerSource = new LayerSource(student, span.filter((l) => rc.input === 'student' || layers.includes(l)), useNative && !rc.verifyWeights ? 0 : rc.residentBytes);
   const needsRope = rc.input === 'student' && rc.rest !== 'fixed' && span.some((l) => !layers.includes(l));
   const rope = needsRope ? positions() : null;
   const kl = targets.logProbs ? klContext(rc, m, data, targets.logProbs, positions()) : null;
   const ctx: PassContext = { config: c, layers: layerSource, opts: trainOptions(rc), seqLen: rc.seqLen, teacher: targets.hidden, studentStart, rope, kl };
+  // The native engine runs the MSE passes too (adapter-v1): ONNX Runtime instead of tfjs autodiff.
+  const native = useNative ? NativeMsePass.create(student, ctx, nativeResidentBytes()) : null;
+  ctx.native = native;
   const dispose = () => {
+    void native?.close();
     layerSource.dispose();
     if (kl) {
       kl.layers.dispose();
@@ -43,6 +53,28 @@ export function passContext(rc: RunConfig, m: DistillModels, data: DistillData, 
     rope?.sin.dispose();
   };
   return { ctx, dispose };
+}
+
+/**
+ * The student's stream entering the first trained layer (the embeddings run through layers
+ * 0..first−1 with the `--rest` policy): on the native engine when it is the forward engine.
+ */
+async function studentStreamInto(rc: RunConfig, m: DistillModels, data: DistillData): Promise<Float32Array[]> {
+  const { student } = m;
+  const first = rc.layers[0]!;
+  if (first === 0 || !nativeForward()) return studentStreamBefore(student, data.tok.sequences.map((s) => student.embed(s)), first, rc.rest, rc.seqLen, rc.chunkSize ?? undefined);
+  let stream: Float32Array[] = [];
+  await nativePrefill(student, data.tok.sequences.map((s) => Array.from(s)), {
+    attention: nativeStudentAttention(student.config, { adapter: null, rest: rc.rest }),
+    layers: first,
+    logits: false,
+    guardFinite: false,
+    onLayer: (l, hidden) => {
+      requireFiniteBeforeTrained(hidden, l, rc.rest, first, student.config.hiddenSize);
+      stream = hidden;
+    },
+  });
+  return stream;
 }
 
 /** --loss kl / mse+kl: the whole student up to the lm_head, against the teacher's log-probs. */

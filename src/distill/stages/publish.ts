@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import { backendInfo } from '../../runtime/backend.ts';
-import { adapterFromFlat, AdapterVariables, evaluateKl, evaluatePerLayer, selectionMetric, type EpochEvent, type PassContext, type StepEvent, type TrainPhase, type TrainState } from '../train.ts';
+import { adapterFromFlat, AdapterVariables, evaluateKl, evaluatePerLayer, flatFromAdapter, selectionMetric, type EpochEvent, type PassContext, type StepEvent, type TrainPhase, type TrainState } from '../train.ts';
 import { exportAdapter, toolVersion, type ExportProvenance } from '../export.ts';
 import { writeDistillReport, type EpochRecord, type StepRecord } from '../report.ts';
 import { trainingBlock, type RunConfig, type TrainingBlock } from '../runConfig.ts';
@@ -58,7 +58,7 @@ export async function publishAdapter(p: PublishInput, log: (msg: string) => void
   const { train, heldOut, corpus, tok } = data;
   // After: the exported (best) adapter on the held-out split.
   const exported = adapterFromFlat(layers, c.hiddenSize, state.best ? state.best.params : state.params, rc.window);
-  const { heldOutAfter, heldOutKlAfter } = evaluateExported(rc, ctx, heldOut, exported);
+  const { heldOutAfter, heldOutKlAfter } = await evaluateExported(rc, ctx, heldOut, exported);
   p.afterEvaluation?.();
 
   const bk = backendInfo();
@@ -107,10 +107,11 @@ export async function publishAdapter(p: PublishInput, log: (msg: string) => void
 }
 
 /** The held-out figures of the adapter to export (per-layer MSE, and KLD with a KL phase). */
-function evaluateExported(rc: RunConfig, ctx: PassContext, heldOut: number[], exported: Adapter): { heldOutAfter: number[]; heldOutKlAfter: number | null } {
+async function evaluateExported(rc: RunConfig, ctx: PassContext, heldOut: number[], exported: Adapter): Promise<{ heldOutAfter: number[]; heldOutKlAfter: number | null }> {
+  const nativeAfter = ctx.native && heldOut.length ? await ctx.native.evaluate(heldOut, flatFromAdapter(exported), rc.batchSize) : null;
   const vars = new AdapterVariables(exported);
   try {
-    const heldOutAfter = heldOut.length ? evaluatePerLayer(ctx, heldOut, vars, rc.batchSize) : [];
+    const heldOutAfter = nativeAfter ?? (heldOut.length ? evaluatePerLayer(ctx, heldOut, vars, rc.batchSize) : []);
     const heldOutKlAfter = rc.withKl && heldOut.length ? evaluateKl(ctx, heldOut, vars, rc.batchSize) : null;
     return { heldOutAfter, heldOutKlAfter };
   } finally {

@@ -17,7 +17,7 @@ export interface TeacherTargets {
   logProbs: Float32Array[] | null;
 }
 
-/** The teacher runs on this process's forward engine (native under --backend auto|native); training stays on tfjs. */
+/** The teacher runs on this process's forward engine (native under --backend auto|native); so does the MSE training pass (nativePass.ts). */
 export async function teacherTargets(rc: RunConfig, m: DistillModels, data: DistillData, teacherHash: string, log: (msg: string) => void): Promise<TeacherTargets> {
   const key: TeacherCacheKey = { modelHash: teacherHash, sequencesHash: data.tok.hash, seqLen: rc.seqLen, engine: currentTeacherEngine() };
   const cache = { root: rc.cacheRoot, useCache: rc.cache, log };

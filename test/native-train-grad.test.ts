@@ -1,0 +1,178 @@
+/**
+ * distill's MSE pass on ONNX Runtime (src/distill/nativePass.ts, graph src/native/adapterTrainGraph.ts)
+ * against the tfjs reference `runPass` (autodiff): per-layer MSE and every adapter-parameter
+ * gradient, on small random models (GQA; float32 and INT4 .symb read through MatMulNBits), --input
+ * student (an untrained layer in between) and teacher, --mlp-grad exact and detached; plus float64
+ * central differences of the loss (the slow reference layer) on one case. No ../shared needed.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../src/runtime/backend.ts';
+import { writeFixtureHf } from '../src/formats/fixture.ts';
+import { convertHfToSymb } from '../src/formats/convert.ts';
+import { openModel } from '../src/formats/openModel.ts';
+import type { ModelWeights } from '../src/formats/weights.ts';
+import type { Adapter, AdapterLayerParams } from '../src/formats/adapter.ts';
+import { naiveDecoderLayer } from '../src/model/decoderLayer.naive.ts';
+import { ropeCosSin } from '../src/model/nn.ts';
+import { AdapterVariables, flatFromAdapter, LayerSource, runPass, type InputMode, type MlpGrad, type PassContext, type PassResult, type TrainOptions } from '../src/distill/train.ts';
+import { NativeMsePass } from '../src/distill/nativePass.ts';
+import { randomModel } from './helpers/randomModel.ts';
+import { randoms, relRms } from './helpers/numeric.ts';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'synaxim-native-grad-'));
+let int4: ModelWeights;
+const f32 = randomModel({ hidden: 32, layers: 4, heads: 4, kvHeads: 2, headDim: 8, vocab: 16, inter: 48 }, 3);
+
+beforeAll(async () => {
+  await initBackend('wasm');
+  writeFixtureHf('tiny', path.join(tmp, 'hf'), 7); // hidden 64, 8 query / 4 kv heads
+  await convertHfToSymb(path.join(tmp, 'hf'), path.join(tmp, 'int4'), { quantize: 'int4', groupSize: 32 }); // down (in 176) is not MatMulNBits-shaped: both int4 paths
+  int4 = openModel(path.join(tmp, 'int4'));
+});
+afterAll(() => {
+  int4?.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const T = 12;
+const SEQUENCES = [0, 1, 2];
+const LAYERS = [1, 3];
+
+function teacherStates(hidden: number): Map<number, Float32Array[]> {
+  const m = new Map<number, Float32Array[]>();
+  for (let l = 1; l <= 4; l++) m.set(l, SEQUENCES.map((s) => randoms(T * hidden, 1000 * l + s)));
+  return m;
+}
+
+function adapterOf(hidden: number): Adapter {
+  const params: AdapterLayerParams[] = LAYERS.map((l, i) => ({
+    gateBias: 0.3 - 0.5 * i,
+    gateScale: 1.2 + 0.3 * i,
+    outputScale: Float32Array.from(randoms(hidden, 77 + l), (u) => 0.4 + 0.3 * u),
+    mixAlpha: 0.2 + 0.4 * i,
+  }));
+  return { layers: LAYERS, hiddenSize: hidden, params, config: {} };
+}
+
+function contextOf(weights: ModelWeights, input: InputMode, mlpGrad: MlpGrad, layers: LayerSource | null): PassContext {
+  const c = weights.config;
+  const opts: TrainOptions = {
+    layers: LAYERS, epochs: 1, lr: 1e-3, weightDecay: 0, gradClip: 1, batchSize: SEQUENCES.length, input, mlpGrad, rest: 'engine', seed: 0, chunkSize: 5, window: null,
+  };
+  const studentStart = input === 'student' ? SEQUENCES.map((s) => randoms(T * c.hiddenSize, 50 + s)) : null;
+  return {
+    config: c, layers: layers!, opts, seqLen: T, teacher: teacherStates(c.hiddenSize), studentStart,
+    rope: input === 'student' ? ropeCosSin(c, Array.from({ length: T }, (_, i) => i)) : null,
+  };
+}
+
+function tfjsPass(weights: ModelWeights, ctx: PassContext, adapter: Adapter): PassResult {
+  const layers = new LayerSource(weights, [1, 2, 3], Infinity);
+  const vars = new AdapterVariables(adapter);
+  try {
+    return runPass({ ...ctx, layers }, SEQUENCES, vars, true);
+  } finally {
+    vars.dispose();
+    layers.dispose();
+  }
+}
+
+type Residency = Parameters<typeof NativeMsePass.create>[2];
+const ALL: Residency = { sessions: true, floats: true };
+
+async function nativePass(weights: ModelWeights, ctx: PassContext, adapter: Adapter, withGrad = true, residentBytes: Residency = ALL): Promise<PassResult> {
+  const pass = NativeMsePass.create(weights, ctx, residentBytes);
+  try {
+    return await pass.pass(SEQUENCES, flatFromAdapter(adapter), withGrad);
+  } finally {
+    await pass.close();
+  }
+}
+
+const NAMES = ['gate_bias', 'gate_scale', 'output_scale', 'mix_alpha'];
+
+describe('native MSE pass = tfjs runPass (losses and gradients)', () => {
+  for (const model of ['float32', 'int4'] as const) {
+    for (const input of ['student', 'teacher'] as const) {
+      for (const mlpGrad of ['exact', 'detached'] as const) {
+        it(`${model}, --input ${input}, --mlp-grad ${mlpGrad}`, async () => {
+          const weights = model === 'float32' ? f32 : int4;
+          const ctx = contextOf(weights, input, mlpGrad, null);
+          const adapter = adapterOf(weights.config.hiddenSize);
+          const ref = tfjsPass(weights, ctx, adapter);
+          const got = await nativePass(weights, ctx, adapter);
+          expect(got.lossPerLayer.length).toBe(LAYERS.length);
+          got.lossPerLayer.forEach((v, i) => expect(Math.abs(v - ref.lossPerLayer[i]!) / ref.lossPerLayer[i]!, `loss of layer ${LAYERS[i]}`).toBeLessThan(1e-5));
+          expect(got.grads!.length).toBe(ref.grads!.length);
+          got.grads!.forEach((g, k) => {
+            const what = `${NAMES[k % 4]}.${Math.floor(k / 4)}`;
+            const ref1 = ref.grads![k]!;
+            expect(Math.max(...Array.from(ref1, Math.abs)), what).toBeGreaterThan(1e-7);
+            // Relative to the gradient itself, or to 1% of its layer's largest entry when it is a sum
+            // that nearly cancels (a gate_bias gradient of 5e-5 beside 0.5: float32 rounding of the
+            // stream before it moves it by 1e-8).
+            const layerScale = Math.max(...ref.grads!.slice(4 * Math.floor(k / 4), 4 * Math.floor(k / 4) + 4).flatMap((a) => Array.from(a, Math.abs)));
+            let num = 0;
+            let den = 0;
+            ref1.forEach((v, i) => ((num += (g[i]! - v) ** 2), (den += v * v)));
+            const err = Math.sqrt(num / ref1.length) / Math.max(Math.sqrt(den / ref1.length), 0.01 * layerScale);
+            expect(err, what).toBeLessThan(1e-4);
+          });
+          // Sessions streamed, or kept with the float32 matrices dequantized per pass: the same numbers.
+          for (const mode of [{ sessions: false, floats: false }, { sessions: true, floats: false }]) {
+            const again = await nativePass(weights, ctx, adapter, true, mode);
+            expect(again.lossPerLayer, JSON.stringify(mode)).toEqual(got.lossPerLayer);
+            expect(again.grads, JSON.stringify(mode)).toEqual(got.grads);
+          }
+          // Without gradients (held-out passes; a forward-only graph): the same losses.
+          const noGrad = await nativePass(weights, ctx, adapter, false);
+          expect(noGrad.grads).toBeNull();
+          noGrad.lossPerLayer.forEach((v, i) => expect(Math.abs(v - got.lossPerLayer[i]!) / v).toBeLessThan(1e-6));
+        });
+      }
+    }
+  }
+});
+
+describe('native MSE pass gradients = float64 central differences', () => {
+  it('float32, --input teacher, --mlp-grad exact', async () => {
+    const weights = f32;
+    const c = weights.config;
+    const ctx = contextOf(weights, 'teacher', 'exact', null);
+    const adapter = adapterOf(c.hiddenSize);
+    const got = await nativePass(weights, ctx, adapter);
+    const term64 = (pos: number, p: AdapterLayerParams): number => {
+      const l = LAYERS[pos]!;
+      let total = 0;
+      for (const s of SEQUENCES) {
+        const out = naiveDecoderLayer(ctx.teacher.get(l)![s]!, weights.layer(l), c, { kind: 'adapter', params: p });
+        const target = ctx.teacher.get(l + 1)![s]!;
+        let se = 0;
+        for (let i = 0; i < out.length; i++) se += (out[i]! - target[i]!) ** 2;
+        total += se / out.length;
+      }
+      return total / (SEQUENCES.length * LAYERS.length);
+    };
+    const h = 1e-5;
+    LAYERS.forEach((_, pos) => {
+      const p = adapter.params[pos]!;
+      const set = (k: number, i: number, v: number): AdapterLayerParams => {
+        if (k !== 2) return { ...p, ...[{ gateBias: v }, { gateScale: v }, null, { mixAlpha: v }][k] };
+        const os = Float64Array.from(p.outputScale);
+        os[i] = v;
+        return { ...p, outputScale: os as unknown as Float32Array };
+      };
+      const get = (k: number, i: number) => [p.gateBias, p.gateScale, p.outputScale[i]!, p.mixAlpha][k]!;
+      for (let k = 0; k < 4; k++) {
+        const n = k === 2 ? c.hiddenSize : 1;
+        const fd = Float64Array.from({ length: n }, (_, i) => (term64(pos, set(k, i, get(k, i) + h)) - term64(pos, set(k, i, get(k, i) - h))) / (2 * h));
+        const what = `${NAMES[k]}.${pos}`;
+        expect(Math.max(...Array.from(fd, Math.abs)), what).toBeGreaterThan(1e-6);
+        expect(relRms(got.grads![4 * pos + k]!, fd), what).toBeLessThan(1e-4);
+      }
+    });
+  });
+});
