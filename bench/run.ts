@@ -61,7 +61,7 @@ export function presetSizes(p: Preset): Sizes {
     case 'full':
       return {
         limits: { n: 2048, reps: 7, copyBytes: 256 * 2 ** 20, copyReps: 7, numpy: true },
-        native: { shape: 'llama-1b', layers: 4, vocab: 32000, groupSize: 128, context: 512, prefillReps: 3, decodeWarmup: 8, decodeSteps: 192 },
+        native: { shape: 'llama-1b', layers: 4, vocab: 32000, groupSize: 128, context: 512, prefillReps: 3, decodeWarmup: 64, decodeSteps: 320 },
         gate: { D: 4096, Ts: [64, 512], loopTokens: 4, reps: 2 },
         phases: { shape: 'magnus', T: 64, B: 2, reps: 2 },
         throughput: { model: { sequences: 8, T: 256, context: 128, steps: 64, reps: 3 }, shape: 'magnus', context: 512, steps: 8 },
@@ -72,7 +72,7 @@ export function presetSizes(p: Preset): Sizes {
     case 'quick':
       return {
         limits: { n: 2048, reps: 3, copyBytes: 256 * 2 ** 20, copyReps: 3, numpy: true },
-        native: { shape: 'llama-1b', layers: 4, vocab: 32000, groupSize: 128, context: 512, prefillReps: 1, decodeWarmup: 4, decodeSteps: 128 },
+        native: { shape: 'llama-1b', layers: 4, vocab: 32000, groupSize: 128, context: 512, prefillReps: 1, decodeWarmup: 64, decodeSteps: 192 },
         gate: { D: 4096, Ts: [64, 512], loopTokens: 2, reps: 1 },
         phases: { shape: 'magnus', T: 64, B: 1, reps: 1 },
         throughput: { model: { sequences: 4, T: 128, context: 64, steps: 32, reps: 1 }, shape: 'magnus', context: 128, steps: 4 },
