@@ -13,12 +13,12 @@ const ortBin = path.join(path.dirname(require.resolve('onnxruntime-node/package.
 const hasCudaProvider = fs.existsSync(path.join(ortBin, 'libonnxruntime_providers_cuda.so'));
 
 describe('backend choice', () => {
-  it('native: forward passes and MSE training on ONNX Runtime, KL / adapter-window training on tfjs; wasm: tfjs throughout', async () => {
+  it('native: forward passes and MSE training on ONNX Runtime, KL training on tfjs; wasm: tfjs throughout', async () => {
     await initBackend('native');
     expect(nativeForward()).toBe(true);
     expect(forwardEngine()).toEqual({ kind: 'native', provider: 'cpu' });
     expect(backendInfo().backend).toBe('native');
-    expect(backendInfo().detail).toMatch(/^onnxruntime-node \d+\.\d+\.\d+ \(CPU, \d+ threads\); adapter-v1 MSE training native, KL and adapter-window training on /);
+    expect(backendInfo().detail).toMatch(/^onnxruntime-node \d+\.\d+\.\d+ \(CPU, \d+ threads\); MSE training native, KL training on /);
     await initBackend('wasm');
     expect(nativeForward()).toBe(false);
     expect(backendInfo().backend).toBe('wasm');

@@ -24,6 +24,13 @@ beforeAll(async () => {
   await initBackend('wasm');
 });
 
+/** Token t of every batch row of x [B, T, n], as [B, n]. */
+function tokenRows(x: Float32Array, B: number, T: number, t: number, n: number): Float32Array {
+  const o = new Float32Array(B * n);
+  for (let b = 0; b < B; b++) o.set(x.subarray((b * T + t) * n, (b * T + t + 1) * n), b * n);
+  return o;
+}
+
 describe('deferred gate graphs = float64 recurrent gate', () => {
   for (const [B, T, D, C, label] of [
     [2, 13, 8, 4, 'three folds and one token'],
@@ -51,11 +58,7 @@ describe('deferred gate graphs = float64 recurrent gate', () => {
       if (label === 'saturated gates') zs.forEach((x, i) => (zs[i] = i % 3 === 0 ? 1e4 : i % 3 === 1 ? -1e4 : x * 20));
       let state: Record<'base' | 'keys' | 'values' | 'logs', Float32Array> = { base: new Float32Array(B * D * D), keys: new Float32Array(B * C * D), values: new Float32Array(B * C * D), logs: new Float32Array(B * C * 2) };
       const got = new Float32Array(B * T * D);
-      const tok = (x: Float32Array, t: number, n: number) => {
-        const o = new Float32Array(B * n);
-        for (let b = 0; b < B; b++) o.set(x.subarray((b * T + t) * n, (b * T + t + 1) * n), b * n);
-        return o;
-      };
+      const tok = (x: Float32Array, t: number, n: number) => tokenRows(x, B, T, t, n);
       for (let t = 0; t < T; t++) {
         const out = await runSession(
           s,
@@ -102,11 +105,7 @@ describe('plain decode step from raw inputs (gateDecodeStepOps) = float64 recurr
       const zs = gate === 'constant' ? new Float32Array(B * T).fill(Math.log(0.9 / 0.1)) : Float32Array.from(randoms(B * T, 55, 3), (x, i) => (gate === 'saturated' ? (i % 3 === 0 ? 1e4 : i % 3 === 1 ? -1e4 : x * 20) : x));
       let state: Float32Array = new Float32Array(B * D * D);
       const got = new Float32Array(B * T * D);
-      const tok = (x: Float32Array, t: number, n: number) => {
-        const o = new Float32Array(B * n);
-        for (let b = 0; b < B; b++) o.set(x.subarray((b * T + t) * n, (b * T + t + 1) * n), b * n);
-        return o;
-      };
+      const tok = (x: Float32Array, t: number, n: number) => tokenRows(x, B, T, t, n);
       for (let t = 0; t < T; t++) {
         const out = await runSession(s, { q: f32(tok(q, t, D), [B, 1, D]), k: f32(tok(k, t, D), [B, 1, D]), v: f32(tok(v, t, D), [B, 1, D]), xnorm: f32(tok(xn, t, 1), [B, 1, 1]), z: f32(tok(zs, t, 1), [B, 1, 1]), m: f32(state, [B, D, D]) }, 'decode step test');
         state = out.m_out!.data as Float32Array;

@@ -11,7 +11,7 @@ export function withBackend<T>(y: Argv<T>) {
   return y.option('backend', {
     choices: BACKEND_CHOICES,
     default: 'auto' as BackendChoice,
-    describe: 'auto|native: forward passes and adapter-v1 MSE training on the native engine (ONNX Runtime, all cores), KL / adapter-window training on tfjs; native-cuda: ONNX Runtime CUDA (CUDA 12 provider installed); wasm|cpu|tensorflow|tensorflow-gpu: tfjs throughout (the exact references)',
+    describe: 'auto|native: forward passes and MSE training on the native engine (ONNX Runtime, all cores), KL training on tfjs; native-cuda: ONNX Runtime CUDA (CUDA 12 provider installed); wasm|cpu|tensorflow|tensorflow-gpu: tfjs throughout (the exact references)',
   });
 }
 

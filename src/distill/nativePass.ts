@@ -4,7 +4,8 @@
  * parameters — with one graph per trained layer (src/native/adapterTrainGraph.ts) instead of tfjs
  * autodiff. Same inputs (student stream or teacher hidden states), same loss scaling, same flat
  * gradient order; untrained layers between trained ones (--input student) run the native `--rest`
- * layer graph. adapter-window and the KL objective stay on tfjs.
+ * layer graph. Both students: adapter-v1, and adapter-window with its softmax part over the last W
+ * positions in the same graph. The KL objective stays on tfjs.
  *
  * Sessions: a trained layer has a training session (forward + backward) and, for passes without
  * gradients (held-out), a forward-only one (ONNX Runtime runs every node whatever is fetched). Both
@@ -17,16 +18,19 @@
  */
 import os from 'node:os';
 import type { ModelWeights } from '../formats/weights.ts';
-import { createSession, f32, releaseSession, runSession, type ort, type OrtSession } from '../runtime/ort/session.ts';
+import { createSession, f32, i64, releaseSession, runSession, type ort, type OrtSession } from '../runtime/ort/session.ts';
 import { buildAdapterTrainGraph } from '../native/adapterTrainGraph.ts';
-import { buildLayerGraph, softmaxPart, type LayerGraph } from '../native/layerGraph.ts';
+import { buildLayerGraph, ropeTables, softmaxPart, type LayerGraph } from '../native/layerGraph.ts';
 import { nativeAttentionFor } from '../native/gatePart.ts';
 import { loadNativeLayer, type NativeLayerWeights } from '../native/layerWeights.ts';
 import { dequantizeInt4Matrix, int4Repackable, linearShape } from '../native/linear.ts';
 import { graphBytes, initialState, layerWhat, nativeLayerBytes, sharedFeeds, stack } from '../native/common.ts';
-import type { PassContext, PassResult, TrainOptions } from './train.ts';
+import { teacherHidden, type PassContext, type PassResult, type TrainOptions } from './train.ts';
 
 const BACKWARD = ['o', 'gate', 'up', 'down'] as const;
+/** A trained layer's parameters in AdapterVariables' flat order, as the graph's inputs; adapter-window adds window_mix. */
+const PARAMS = ['gate_bias', 'gate_scale', 'output_scale', 'mix_alpha'] as const;
+const WINDOW_PARAMS = [...PARAMS, 'window_mix'] as const;
 
 /** Bytes of the float32 matrices an INT4 layer's backward products are fed. */
 function floatInputBytes(lw: NativeLayerWeights): number {
@@ -56,6 +60,7 @@ type Built = { session: OrtSession; graph?: LayerGraph; floatInputs?: (typeof BA
 export class NativeMsePass {
   private readonly kept = new Map<string, Built>();
   private readonly floats = new Map<number, Record<string, ort.Tensor>>();
+  private positionFeeds: Record<string, ort.Tensor> | null = null;
 
   private constructor(
     private readonly weights: ModelWeights,
@@ -66,14 +71,15 @@ export class NativeMsePass {
     readonly residentFloats: boolean,
   ) {}
 
-  /** Whether this pass can replace runPass for these options (adapter-v1; adapter-window stays tfjs). */
+  /** Whether this pass can replace runPass for these options (the MSE passes of adapter-v1 and adapter-window). */
   static supports(ctx: { opts: Pick<TrainOptions, 'window'> }): boolean {
-    return (ctx.opts.window ?? null) === null;
+    const w = ctx.opts.window ?? null;
+    return w === null || (Number.isInteger(w) && w >= 1);
   }
 
   /** Sessions resident when the span's layers fit in `residentBytes` (a number), or as told (tests). */
   static create(weights: ModelWeights, ctx: PassContext, residentBytes: number | { sessions: boolean; floats: boolean }): NativeMsePass {
-    if (!NativeMsePass.supports(ctx)) throw new Error('NativeMsePass: adapter-window trains on tfjs');
+    if (!NativeMsePass.supports(ctx)) throw new Error(`NativeMsePass: window must be a positive integer, got ${ctx.opts.window}`);
     const { layers, input } = ctx.opts;
     const span = input === 'student' ? Array.from({ length: layers[layers.length - 1]! - layers[0]! + 1 }, (_, i) => layers[0]! + i) : layers;
     if (typeof residentBytes !== 'number') return new NativeMsePass(weights, ctx, residentBytes.sessions, residentBytes.sessions && residentBytes.floats);
@@ -117,7 +123,7 @@ export class NativeMsePass {
     const lw = loadNativeLayer(weights, l);
     let built: Built;
     if (trained) {
-      const g = graphBytes(weights, `layer ${l}`, () => buildAdapterTrainGraph(what, c, lw, { seqLen: ctx.seqLen, mlpGrad: ctx.opts.mlpGrad, gradients }, l));
+      const g = graphBytes(weights, `layer ${l}`, () => buildAdapterTrainGraph(what, c, lw, { seqLen: ctx.seqLen, mlpGrad: ctx.opts.mlpGrad, gradients, window: ctx.opts.window ?? null }, l));
       built = { session: await createSession(g.bytes, what, { memArena: false }), floatInputs: g.floatInputs };
     } else {
       // An untrained layer between trained ones (--input student): the `--rest` policy's layer.
@@ -133,7 +139,18 @@ export class NativeMsePass {
     if (!this.resident) await releaseSession(b.session);
   }
 
-  /** runPass on ONNX Runtime: `params` in AdapterVariables' flat order (adapter-v1, four per layer). */
+  /** adapter-window's graphs read positions 0..T−1 and their RoPE tables (made once). */
+  private windowFeeds(): Record<string, ort.Tensor> {
+    if (!this.positionFeeds) {
+      const { config: c, seqLen: T } = this.ctx;
+      const positions = Array.from({ length: T }, (_, t) => t);
+      const { cos, sin } = ropeTables(c, positions);
+      this.positionFeeds = { positions: i64(positions), rope_cos: f32(cos, [T, c.headDim]), rope_sin: f32(sin, [T, c.headDim]) };
+    }
+    return this.positionFeeds;
+  }
+
+  /** runPass on ONNX Runtime: `params` in AdapterVariables' flat order (four per layer; adapter-window five). */
   async pass(seqIdx: number[], params: Float32Array[], withGrad: boolean): Promise<PassResult> {
     const { ctx, weights } = this;
     const { opts, seqLen: T } = ctx;
@@ -146,11 +163,10 @@ export class NativeMsePass {
     const last = trained[nLayers - 1]!;
     const lossPerLayer = new Array<number>(nLayers).fill(NaN);
     const grads: Float32Array[] | null = withGrad ? [] : null;
-    const teacherAt = (i: number) => {
-      const h = ctx.teacher.get(i);
-      if (!h) throw new Error(`teacher hidden state ${i} was not prepared`);
-      return h;
-    };
+    const teacherAt = (i: number) => teacherHidden(ctx, i);
+    const windowed = (opts.window ?? null) !== null;
+    const names: readonly string[] = windowed ? WINDOW_PARAMS : PARAMS;
+    if (params.length !== names.length * nLayers) throw new Error(`NativeMsePass: ${params.length} parameter tensors for ${nLayers} layers of ${names.length}`);
     const split = (out: Float32Array) => seqIdx.map((_, j) => out.slice(j * T * D, (j + 1) * T * D));
     let stream: Float32Array[] | null = opts.input === 'student' ? seqIdx.map((s) => ctx.studentStart![s]!) : null;
     const prefetched = new Map<number, Record<string, ort.Tensor>>();
@@ -168,15 +184,12 @@ export class NativeMsePass {
           continue;
         }
         const inputs = opts.input === 'student' ? stream! : seqIdx.map((s) => teacherAt(l)[s]!);
-        const k = 4 * pos;
         const feeds: Record<string, ort.Tensor> = {
           h: f32(stack(inputs), [B, T, D]),
           target: f32(stack(seqIdx.map((s) => teacherAt(l + 1)[s]!)), [B, T, D]),
-          gate_bias: f32(Float32Array.from(params[k]!), [1]),
-          gate_scale: f32(Float32Array.from(params[k + 1]!), [1]),
-          output_scale: f32(Float32Array.from(params[k + 2]!), [D]),
-          mix_alpha: f32(Float32Array.from(params[k + 3]!), [1]),
         };
+        names.forEach((name, i) => (feeds[name] = f32(Float32Array.from(params[names.length * pos + i]!), [name === 'output_scale' ? D : 1])));
+        if (windowed) Object.assign(feeds, this.windowFeeds());
         if (withGrad) {
           feeds.grad_scale = f32(Float32Array.of(1 / (B * nLayers)), [1]);
           Object.assign(feeds, prefetched.get(l) ?? this.floatFeeds(l, built.floatInputs!));
@@ -185,7 +198,7 @@ export class NativeMsePass {
         const keepOutputs = opts.input === 'student' && l < last;
         const fetches: Record<string, null> = { mse: null };
         if (keepOutputs) fetches.out = null;
-        if (withGrad) for (const name of ['d_gate_bias', 'd_gate_scale', 'd_output_scale', 'd_mix_alpha']) fetches[name] = null;
+        if (withGrad) for (const name of names) fetches[`d_${name}`] = null;
         const running = runSession(built.session, feeds, what, fetches);
         const next = trained[pos + 1];
         if (withGrad && next !== undefined && !this.residentFloats && built.floatInputs!.length > 0) {
@@ -194,7 +207,7 @@ export class NativeMsePass {
         }
         const r = await running;
         lossPerLayer[pos] = mean(r.mse!.data as Float32Array);
-        if (withGrad) for (const name of ['d_gate_bias', 'd_gate_scale', 'd_output_scale', 'd_mix_alpha']) grads!.push(Float32Array.from(r[name]!.data as Float32Array));
+        if (withGrad) for (const name of names) grads!.push(Float32Array.from(r[`d_${name}`]!.data as Float32Array));
         stream = keepOutputs ? split(r.out!.data as Float32Array) : null;
       } finally {
         await this.done(built);

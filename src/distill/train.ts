@@ -279,7 +279,7 @@ export interface PassContext {
   rope: { cos: tf.Tensor2D; sin: tf.Tensor2D } | null;
   /** What the end-to-end KL objective needs (runs with a `kl` phase). */
   kl?: KlContext | null;
-  /** The MSE passes on ONNX Runtime (native engine, adapter-v1); absent: runPass on tfjs. */
+  /** The MSE passes on ONNX Runtime (native engine); absent: runPass on tfjs. */
   native?: NativeMsePass | null;
 }
 
@@ -309,6 +309,13 @@ export interface PassResult {
   grads: Float32Array[] | null;
 }
 
+/** The teacher's residual stream i of every sequence (prepared by the teacher stage). */
+export function teacherHidden(ctx: PassContext, i: number): Float32Array[] {
+  const h = ctx.teacher.get(i);
+  if (!h) throw new Error(`teacher hidden state ${i} was not prepared`);
+  return h;
+}
+
 function mean(xs: number[]): number {
   let s = 0;
   for (const x of xs) s += x;
@@ -331,11 +338,7 @@ export function runPass(ctx: PassContext, seqIdx: number[], params: AdapterVaria
   const grads: Float32Array[] | null = withGrad ? [] : null;
   const restPolicy = restLayerPolicy(opts.rest);
   const fromHost = (data: Float32Array) => tf.tensor2d(data, [T, D]);
-  const teacherAt = (i: number) => {
-    const h = ctx.teacher.get(i);
-    if (!h) throw new Error(`teacher hidden state ${i} was not prepared`);
-    return h;
-  };
+  const teacherAt = (i: number) => teacherHidden(ctx, i);
 
   let stream: tf.Tensor2D[] | null = opts.input === 'student' ? seqIdx.map((s) => fromHost(ctx.studentStart![s]!)) : null;
   try {

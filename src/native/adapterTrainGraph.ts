@@ -1,18 +1,22 @@
 /**
- * distill's MSE training step for one adapter-v1 layer as ONE ONNX graph: the layer's forward
+ * distill's MSE training step for one adapter-v1 / adapter-window layer as ONE ONNX graph: the layer's forward
  * pass, each sequence's MSE against the teacher's next hidden state, and the hand-written
  * gradients of the loss w.r.t. the adapter parameters (the tfjs path, src/distill/train.ts
  * runPass, differentiates the same formulas by autodiff and is the reference).
  *
  * Forward (x = RMSNorm(h), no RoPE; k, v GQA-expanded; s_t the gate score, z_t = s_t·gs + gb):
  *   r_t = Σ_{s≤t} w_{t,s} (q_t·k̂_s) v̂_s,  w_{t,s} = (1−g_s) Π_{s<u≤t} g_u   (dense [T, T] form)
- *   P = W_o r;  attn = α (P ⊙ s_o) + (1−α) x;  h1 = h + attn;  out = h1 + MLP(RMSNorm(h1))
+ *   P = W_o r;  gated = α (P ⊙ s_o) + (1−α) x;  attn = gated;  h1 = h + attn;  out = h1 + MLP(RMSNorm(h1))
+ *   adapter-window: attn = λ o_win + (1−λ) gated, λ = σ(window_mix), o_win = W_o softmax attention
+ *   over the last W positions (RoPE'd q, k; the teacher's, layerGraph.ts prefillSoftmaxAttention)
  * Backward, G = dL/d out = 2(out − target)/(T·D) · grad_scale:
- *   gA = G + J_mlp(h1)ᵀ G  (`detached`: G);  d s_o = Σ α P ⊙ gA;  d mix = α(1−α) Σ (P⊙s_o − x)·gA
- *   dr = (α s_o ⊙ gA) W_o;  A_{t,s} = w_{t,s}(q_t·k̂_s)(dr_t·v̂_s)
+ *   gA = G + J_mlp(h1)ᵀ G  (`detached`: G);  gG = gA (adapter-window: (1−λ) gA)
+ *   d window_mix = λ(1−λ) Σ (o_win − gated)·gA  (adapter-window)
+ *   d s_o = Σ α P ⊙ gG;  d mix = α(1−α) Σ (P⊙s_o − x)·gG
+ *   dr = (α s_o ⊙ gG) W_o;  A_{t,s} = w_{t,s}(q_t·k̂_s)(dr_t·v̂_s)
  *   dL/d log(1−g_s) = Σ_t A_{t,s};  dL/d log g_u = Σ_{t≥u} Σ_{s<u} A_{t,s}
  *   dz = (1−g)·dL/dlog g − g·dL/dlog(1−g);  d gb = Σ dz;  d gs = Σ dz·s
- * q, k̂, v̂ and s do not depend on the parameters (the input h is detached), so that is all.
+ * q, k̂, v̂, s and o_win do not depend on the parameters (the input h is detached), so that is all.
  *
  * The backward products run in the Wᵀ direction (g·W_o, g·W_down, ·W_gate, ·W_up): MatMulNBits
  * cannot do those from K-blocked INT4 codes, so they use the float32 matrices — for int4 the exactly
@@ -20,14 +24,16 @@
  * `floatInputs`); the forward products are the layer's own bound linears (MatMulNBits for int4).
  *
  * Interface: inputs `h`, `target` [B, T, hidden] (T fixed at build), `gate_bias`, `gate_scale`,
- * `mix_alpha` [1], `output_scale` [hidden], `grad_scale` [1] (+ `w_<which>`, see floatInputs); outputs `out` [B, T, hidden],
- * `mse` [B], `d_gate_bias`, `d_gate_scale`, `d_mix_alpha` [1], `d_output_scale` [hidden]
+ * `mix_alpha` [1], `output_scale` [hidden], `grad_scale` [1] (+ `w_<which>`, see floatInputs); adapter-window
+ * also `window_mix` [1] and `positions` int64 [T], `rope_cos`, `rope_sin` [T, headDim] (positions
+ * 0..T−1, as native/common.ts sharedFeeds). Outputs `out` [B, T, hidden], `mse` [B], `d_gate_bias`,
+ * `d_gate_scale`, `d_mix_alpha` [1], `d_output_scale` [hidden] (+ `d_window_mix` [1])
  * (without `gradients`: `out` and `mse` only — ONNX Runtime runs every node of a graph whatever
  * is fetched, so a held-out pass gets a graph of its own at about half the work).
  */
 import type { ModelConfig } from '../formats/config.ts';
 import { GraphBuilder } from '../runtime/ort/graph.ts';
-import { rmsNormNode } from './layerGraph.ts';
+import { prefillSoftmaxAttention, rmsNormNode } from './layerGraph.ts';
 import { bindLinear, bindLinearInputGrad } from './linear.ts';
 import type { NativeLayerWeights } from './layerWeights.ts';
 import { gateLogsOps, gateScoresOps, normalizeKeysOps, normalizeValuesOps, repeatKvOps, rowNormOps } from './gateGraph.ts';
@@ -42,6 +48,8 @@ export interface AdapterTrainGraphOptions {
   mlpGrad: 'exact' | 'detached';
   /** false: forward and MSE only (held-out passes): no backward nodes, no float32 copies of int4 weights. */
   gradients?: boolean;
+  /** adapter-window's W (null/absent: adapter-v1). */
+  window?: number | null;
 }
 
 /** Constant [T, T] masks in (row i, column j) orientation. */
@@ -61,13 +69,13 @@ function masks(b: GraphBuilder, T: number): { after: string; causal: string; atO
 
 const sumAll = (b: GraphBuilder, x: string) => b.node('Reshape', [b.node('ReduceSum', [x], { keepdims: 0 }), b.constI([1])]);
 
-/** Build layer `layer`'s training graph (adapter-v1). `name` names the graph (model file + layer). */
 export interface AdapterTrainGraph {
   bytes: Uint8Array;
   /** Matrices fed as float32 inputs (input name = `w_<which>`). */
   floatInputs: ('o' | 'gate' | 'up' | 'down')[];
 }
 
+/** Build layer `layer`'s training graph (adapter-v1, or adapter-window with `window`). `name` names the graph (model file + layer). */
 export function buildAdapterTrainGraph(name: string, config: ModelConfig, weights: NativeLayerWeights, opts: AdapterTrainGraphOptions, layer = 0): AdapterTrainGraph {
   const b = new GraphBuilder(name);
   const c = config;
@@ -88,6 +96,8 @@ export function buildAdapterTrainGraph(name: string, config: ModelConfig, weight
   const gateScale = b.input('gate_scale', 'float32', [1]);
   const outputScale = b.input('output_scale', 'float32', [D]);
   const mixAlpha = b.input('mix_alpha', 'float32', [1]);
+  const window = opts.window ?? null;
+  const windowMix = window !== null ? b.input('window_mix', 'float32', [1]) : null;
   const one = b.constF([1], [1]);
   const floatInputs: AdapterTrainGraph['floatInputs'] = [];
   const inputGrad = (which: 'o' | 'gate' | 'up' | 'down') => {
@@ -101,8 +111,10 @@ export function buildAdapterTrainGraph(name: string, config: ModelConfig, weight
   const postNorm = b.initializer(`${p}post_attention_layernorm.weight`, weights.postNorm, [D]);
   const x = rmsNormNode(b, h, inNorm, eps);
   const q = linear('q')(x);
-  const kExp = repeatKvOps(b, linear('k')(x), c.numKvHeads, nRep, c.headDim);
-  const vExp = repeatKvOps(b, linear('v')(x), c.numKvHeads, nRep, c.headDim);
+  const k = linear('k')(x);
+  const v = linear('v')(x);
+  const kExp = repeatKvOps(b, k, c.numKvHeads, nRep, c.headDim);
+  const vExp = repeatKvOps(b, v, c.numKvHeads, nRep, c.headDim);
   const kHat = normalizeKeysOps(b, kExp);
   const vHat = normalizeValuesOps(b, vExp, rowNormOps(b, x));
   const s = gateScoresOps(b, q, kExp, c.numHeads, c.headDim); // [B, T, 1]
@@ -118,10 +130,19 @@ export function buildAdapterTrainGraph(name: string, config: ModelConfig, weight
   const qk = b.node('MatMul', [q, b.node('Transpose', [kHat], { perm: [0, 2, 1] })]); // [B, t, s]
   const wqk = b.node('Mul', [w, qk]);
   const r = b.node('MatMul', [wqk, vHat]); // [B, T, Dq]
-  const projected = linear('o')(r); // P [B, T, D]
+  const oProj = linear('o');
+  const projected = oProj(r); // P [B, T, D]
   const alpha = b.node('Sigmoid', [mixAlpha]);
   const pso = b.node('Mul', [projected, outputScale]);
-  const attn = b.node('Add', [b.node('Mul', [pso, alpha]), b.node('Mul', [x, b.node('Sub', [one, alpha])])]);
+  const gated = b.node('Add', [b.node('Mul', [pso, alpha]), b.node('Mul', [x, b.node('Sub', [one, alpha])])]);
+  // adapter-window: the teacher's softmax attention over the last W positions beside the gate
+  // (the model's own sliding window, if any, caps W further, as everywhere else).
+  let windowed: { oWin: string; lambda: string } | null = null;
+  if (windowMix !== null) {
+    const W = c.slidingWindow === null ? window! : Math.min(window!, c.slidingWindow);
+    windowed = { oWin: oProj(prefillSoftmaxAttention(b, c, q, k, v, W)), lambda: b.node('Sigmoid', [windowMix]) };
+  }
+  const attn = windowed ? b.node('Add', [b.node('Mul', [windowed.oWin, windowed.lambda]), b.node('Mul', [gated, b.node('Sub', [one, windowed.lambda])])]) : gated;
   const h1 = b.node('Add', [h, attn]);
 
   // ---- forward: the MLP
@@ -160,13 +181,23 @@ export function buildAdapterTrainGraph(name: string, config: ModelConfig, weight
     gA = b.node('Add', [G, b.node('Mul', [rinv, b.node('Sub', [dy, b.node('Mul', [y, proj])])])]);
   }
 
+  // ---- adapter-window's mix (o_win is a constant of the parameters); gated's upstream gradient
+  let gG = gA;
+  let dWindowMix: string | null = null;
+  if (windowed) {
+    const { oWin, lambda } = windowed;
+    const lambdaSlope = b.node('Mul', [lambda, b.node('Sub', [one, lambda])]);
+    dWindowMix = b.node('Mul', [sumAll(b, b.node('Mul', [b.node('Sub', [oWin, gated]), gA])), lambdaSlope]);
+    gG = b.node('Mul', [gA, b.node('Sub', [one, lambda])]);
+  }
+
   // ---- the adapter's output parameters
-  const dOutputScale = b.node('Mul', [b.node('ReduceSum', [b.node('Mul', [projected, gA]), b.constI([0, 1])], { keepdims: 0 }), alpha]); // [D]
+  const dOutputScale = b.node('Mul', [b.node('ReduceSum', [b.node('Mul', [projected, gG]), b.constI([0, 1])], { keepdims: 0 }), alpha]); // [D]
   const alphaSlope = b.node('Mul', [alpha, b.node('Sub', [one, alpha])]);
-  const dMixAlpha = b.node('Mul', [sumAll(b, b.node('Mul', [b.node('Sub', [pso, x]), gA])), alphaSlope]);
+  const dMixAlpha = b.node('Mul', [sumAll(b, b.node('Mul', [b.node('Sub', [pso, x]), gG])), alphaSlope]);
 
   // ---- into the gate read-out and the gate logits
-  const gP = b.node('Mul', [gA, b.node('Mul', [outputScale, alpha])]);
+  const gP = b.node('Mul', [gG, b.node('Mul', [outputScale, alpha])]);
   const dr = inputGrad('o')(gP); // [B, T, Dq]
   const rv = b.node('MatMul', [dr, b.node('Transpose', [vHat], { perm: [0, 2, 1] })]); // [B, t, s]
   const A = b.node('Mul', [wqk, rv]);
@@ -185,5 +216,6 @@ export function buildAdapterTrainGraph(name: string, config: ModelConfig, weight
   b.output(dGateScale, 'float32', [1], 'd_gate_scale');
   b.output(dOutputScale, 'float32', [D], 'd_output_scale');
   b.output(dMixAlpha, 'float32', [1], 'd_mix_alpha');
+  if (dWindowMix) b.output(dWindowMix, 'float32', [1], 'd_window_mix');
   return { bytes: b.toBytes(), floatInputs };
 }

@@ -357,3 +357,18 @@ export function buildStackGraph(
   else b.output(h, 'float32', ['B', T, D], 'h0_out');
   return finish(b, shared, name);
 }
+
+/**
+ * The teacher's causal softmax attention over whole sequences, banded to the last `window`
+ * positions (null: every earlier one), for a graph built outside the layer skeleton (distill's
+ * training graph, adapterTrainGraph.ts): q [B, T, heads*hd], k, v [B, T, kvHeads*hd] before RoPE
+ * -> [B, T, heads*hd] before o_proj. Declares the inputs `positions`, `rope_cos`, `rope_sin` (feed
+ * them as sharedFeeds in native/common.ts does), so call it once per graph.
+ */
+export function prefillSoftmaxAttention(b: GraphBuilder, config: ModelConfig, q: string, k: string, v: string, window: number | null): string {
+  const shared = new SharedInputs(b, config, 'prefill');
+  const noState = (): never => {
+    throw new Error('prefillSoftmaxAttention: a prefill graph declares no state');
+  };
+  return softmaxAttentionNode(shared, ropeNode(shared, q, config.numHeads), ropeNode(shared, k, config.numKvHeads), v, { window, cacheName: 'kv' }, noState, noState);
+}

@@ -140,7 +140,7 @@ export function backendInfo(): { backend: string; detail: string; tfjs: string }
   const tfjsName = active?.name ?? tf.getBackend();
   const tfjsDetail = active?.detail ?? '';
   if (forward.kind === 'native') {
-    return { backend: forward.provider === 'cuda' ? 'native-cuda' : 'native', detail: `${nativeDetail}; adapter-v1 MSE training native, KL and adapter-window training on ${tfjsDetail || tfjsName}`, tfjs: tf.version_core };
+    return { backend: forward.provider === 'cuda' ? 'native-cuda' : 'native', detail: `${nativeDetail}; MSE training native, KL training on ${tfjsDetail || tfjsName}`, tfjs: tf.version_core };
   }
   return { backend: tfjsName, detail: tfjsDetail, tfjs: tf.version_core };
 }

@@ -27,7 +27,7 @@ export async function passContext(rc: RunConfig, m: DistillModels, data: Distill
   const first = layers[0]!;
   const span = range(first, layers[layers.length - 1]!);
   const positions = () => ropeCosSin(c, Array.from({ length: rc.seqLen }, (_, i) => i));
-  // The MSE passes run on the native engine when the forward engine is native (adapter-v1): the
+  // The MSE passes run on the native engine when the forward engine is native: the
   // tfjs layer source is then only for the tfjs parts (KL, or --verify-weights), uploaded on demand.
   const useNative = nativeForward() && rc.phases.some((p) => p.loss === 'mse') && NativeMsePass.supports({ opts: { window: rc.window } });
   const studentStart = rc.input === 'student' ? await studentStreamInto(rc, m, data) : null;
@@ -36,7 +36,7 @@ export async function passContext(rc: RunConfig, m: DistillModels, data: Distill
   const rope = needsRope ? positions() : null;
   const kl = targets.logProbs ? klContext(rc, m, data, targets.logProbs, positions()) : null;
   const ctx: PassContext = { config: c, layers: layerSource, opts: trainOptions(rc), seqLen: rc.seqLen, teacher: targets.hidden, studentStart, rope, kl };
-  // The native engine runs the MSE passes too (adapter-v1): ONNX Runtime instead of tfjs autodiff.
+  // The native engine runs the MSE passes too: ONNX Runtime instead of tfjs autodiff.
   const native = useNative ? NativeMsePass.create(student, ctx, nativeResidentBytes()) : null;
   ctx.native = native;
   const dispose = () => {

@@ -3,7 +3,7 @@
  * state (new or resumed) to the last epoch, on worker threads when the layers are independent
  * (--input teacher), saving a checkpoint every epoch and on Ctrl-C (src/util/interrupt.ts).
  * On the native engine (--backend auto|native) the MSE passes run on ONNX Runtime (nativePass.ts);
- * adapter-window and the KL objective stay on tfjs.
+ * the KL objective stays on tfjs.
  */
 import fs from 'node:fs';
 import { InterruptedError } from '../../util/errors.ts';
@@ -60,7 +60,7 @@ export async function trainAdapter(
   }
   if (state.epoch < rc.totalEpochs) {
     // --input teacher makes layers independent: spread them over worker threads (one tfjs each).
-    // (adapter-window trains on this thread: the workers' parameter layout is adapter-v1's.)
+    // (tfjs only; adapter-window trains on this thread there: the workers' parameter layout is adapter-v1's.)
     const c = m.student.config;
     const workers = !native && rc.input === 'teacher' && rc.window === null ? chooseWorkers({ requested: rc.workers, units: rc.layers.length, tiny: c.hiddenSize * c.numLayers < 4096 }) : 1;
     const layerWorkers = workers > 1 ? await TeacherInputLayerWorkers.start({ studentDir: m.resolved.studentDir, opts: ctx.opts, seqLen: rc.seqLen, teacher: ctx.teacher }, workers) : null;
