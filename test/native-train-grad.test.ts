@@ -5,7 +5,8 @@
  * student (an untrained layer in between) and teacher, --mlp-grad exact and detached; adapter-window
  * (window_mix and the softmax part over the last W positions) with W shorter than and covering the
  * sequence; plus float64 central differences of the loss (the slow reference layer) on one
- * adapter-v1 and one adapter-window case. No ../shared needed.
+ * adapter-v1 and one adapter-window case; and the student stream into the first trained layer
+ * (native prefill stopped there = tfjs studentStreamBefore). No ../shared needed.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -19,8 +20,8 @@ import type { ModelWeights } from '../src/formats/weights.ts';
 import type { Adapter, AdapterLayerParams } from '../src/formats/adapter.ts';
 import { naiveDecoderLayer } from '../src/model/decoderLayer.naive.ts';
 import { ropeCosSin } from '../src/model/nn.ts';
-import { AdapterVariables, flatFromAdapter, LayerSource, runPass, type InputMode, type MlpGrad, type PassContext, type PassResult, type TrainOptions } from '../src/distill/train.ts';
-import { NativeMsePass } from '../src/distill/nativePass.ts';
+import { AdapterVariables, flatFromAdapter, LayerSource, runPass, studentStreamBefore, type InputMode, type MlpGrad, type PassContext, type PassResult, type TrainOptions } from '../src/distill/train.ts';
+import { NativeMsePass, nativeStudentStreamBefore } from '../src/distill/nativePass.ts';
 import { randomModel, syntheticModel } from './helpers/randomModel.ts';
 import { randoms, relRms } from './helpers/numeric.ts';
 
@@ -214,5 +215,17 @@ describe('native MSE pass gradients = float64 central differences', () => {
         expect(relRms(got.grads![perLayer * pos + k]!, fd), what).toBeLessThan(1e-4);
       }
     });
+  });
+});
+
+describe('the student stream into the first trained layer: native = tfjs', () => {
+  it.each(['engine', 'fixed', 'teacher'] as const)('--rest %s, first trained layer 2', async (rest) => {
+    for (const weights of [f32, int4]) {
+      const ids = SEQUENCES.map((s) => Array.from({ length: T }, (_, t) => (3 + 5 * s + 7 * t) % weights.config.vocabSize));
+      const reference = studentStreamBefore(weights, ids.map((x) => weights.embed(x)), 2, rest, T);
+      const got = await nativeStudentStreamBefore(weights, ids, 2, rest);
+      expect(got).toHaveLength(ids.length);
+      got.forEach((h, s) => expect(relRms(h, reference[s]!)).toBeLessThan(1e-5));
+    }
   });
 });

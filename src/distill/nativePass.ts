@@ -21,11 +21,13 @@ import type { ModelWeights } from '../formats/weights.ts';
 import { createSession, f32, i64, releaseSession, runSession, type ort, type OrtSession } from '../runtime/ort/session.ts';
 import { buildAdapterTrainGraph } from '../native/adapterTrainGraph.ts';
 import { buildLayerGraph, ropeTables, softmaxPart, type LayerGraph } from '../native/layerGraph.ts';
-import { nativeAttentionFor } from '../native/gatePart.ts';
+import { nativeAttentionFor, nativeStudentAttention } from '../native/gatePart.ts';
 import { loadNativeLayer, type NativeLayerWeights } from '../native/layerWeights.ts';
 import { dequantizeInt4Matrix, int4Repackable, linearShape } from '../native/linear.ts';
 import { graphBytes, initialState, layerWhat, nativeLayerBytes, sharedFeeds, stack } from '../native/common.ts';
-import { teacherHidden, type PassContext, type PassResult, type TrainOptions } from './train.ts';
+import { requireFiniteBeforeTrained, teacherHidden, type PassContext, type PassResult, type TrainOptions } from './train.ts';
+import type { RestPolicy } from '../model/policy.ts';
+import { nativePrefill } from '../native/model.ts';
 
 const BACKWARD = ['o', 'gate', 'up', 'down'] as const;
 /** A trained layer's parameters in AdapterVariables' flat order, as the graph's inputs; adapter-window adds window_mix. */
@@ -47,6 +49,26 @@ function floatInputBytes(lw: NativeLayerWeights): number {
  */
 export function nativeResidentBytes(): number {
   return Math.min(8 * 2 ** 30, 0.4 * os.totalmem());
+}
+
+/**
+ * studentStreamBefore (train.ts) on the native engine: the embeddings of `sequences` through layers
+ * 0..first−1 with the `--rest` policy (no adapter before the first trained layer), per sequence.
+ */
+export async function nativeStudentStreamBefore(weights: ModelWeights, sequences: number[][], first: number, rest: RestPolicy): Promise<Float32Array[]> {
+  if (first === 0) return sequences.map((ids) => weights.embed(ids));
+  let stream: Float32Array[] = [];
+  await nativePrefill(weights, sequences, {
+    attention: nativeStudentAttention(weights.config, { adapter: null, rest }),
+    layers: first,
+    logits: false,
+    guardFinite: false,
+    onLayer: (l, hidden) => {
+      requireFiniteBeforeTrained(hidden, l, rest, first, weights.config.hiddenSize);
+      stream = hidden;
+    },
+  });
+  return stream;
 }
 
 function mean(xs: ArrayLike<number>): number {

@@ -6,11 +6,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { ropeCosSin, uploadMatrix } from '../../model/nn.ts';
 import type { VocabSlice } from '../klLoss.ts';
-import { LayerSource, requireFiniteBeforeTrained, studentStreamBefore, type KlContext, type PassContext } from '../train.ts';
-import { nativePrefill } from '../../native/model.ts';
-import { nativeStudentAttention } from '../../native/gatePart.ts';
+import { LayerSource, studentStreamBefore, type KlContext, type PassContext } from '../train.ts';
 import { trainOptions, type RunConfig } from '../runConfig.ts';
-import { NativeMsePass, nativeResidentBytes } from '../nativePass.ts';
+import { NativeMsePass, nativeResidentBytes, nativeStudentStreamBefore } from '../nativePass.ts';
 import { nativeForward } from '../../runtime/backend.ts';
 import type { DistillData } from './data.ts';
 import type { DistillModels } from './models.ts';
@@ -63,18 +61,7 @@ async function studentStreamInto(rc: RunConfig, m: DistillModels, data: DistillD
   const { student } = m;
   const first = rc.layers[0]!;
   if (first === 0 || !nativeForward()) return studentStreamBefore(student, data.tok.sequences.map((s) => student.embed(s)), first, rc.rest, rc.seqLen, rc.chunkSize ?? undefined);
-  let stream: Float32Array[] = [];
-  await nativePrefill(student, data.tok.sequences.map((s) => Array.from(s)), {
-    attention: nativeStudentAttention(student.config, { adapter: null, rest: rc.rest }),
-    layers: first,
-    logits: false,
-    guardFinite: false,
-    onLayer: (l, hidden) => {
-      requireFiniteBeforeTrained(hidden, l, rc.rest, first, student.config.hiddenSize);
-      stream = hidden;
-    },
-  });
-  return stream;
+  return nativeStudentStreamBefore(student, data.tok.sequences.map((s) => Array.from(s)), first, rc.rest);
 }
 
 /** --loss kl / mse+kl: the whole student up to the lm_head, against the teacher's log-probs. */
