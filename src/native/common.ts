@@ -72,7 +72,6 @@ export function requireNativeFits(weights: ModelWeights, mode: 'streamed' | 'res
   }
 }
 
-
 /** Concatenate per-sequence [T*D] arrays into one [B*T*D] batch. */
 export function stack(parts: Float32Array[]): Float32Array {
   if (parts.length === 1) return parts[0]!;

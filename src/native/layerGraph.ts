@@ -90,7 +90,6 @@ export interface LayerGraph {
 /** Added to masked scores: exp() of it underflows to exactly 0 in float32 (as the tfjs path). */
 const MASKED = -1e30;
 
-
 /** RMSNorm over the last axis (ORT's SimplifiedLayerNormalization: x / sqrt(mean(x²) + eps) · w). */
 export function rmsNormNode(b: GraphBuilder, x: string, weight: string, eps: number): string {
   return b.node('SimplifiedLayerNormalization', [x, weight], { axis: -1, epsilon: eps });

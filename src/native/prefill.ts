@@ -43,7 +43,6 @@ function makeBatches(sequences: number[][], c: ModelConfig): number[][] {
   return batches;
 }
 
-
 /** Final norm + lm_head over residual streams: per stream, per sequence [T, vocab]. */
 async function projectLogits(weights: ModelWeights, streams: Float32Array[][], sequences: number[][], batches: number[][]): Promise<Float32Array[][]> {
   const c = weights.config;
