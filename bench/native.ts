@@ -8,7 +8,9 @@
  * - student decode with every layer the published engine (engine-v0.1.1) on the INT4 .symb of the
  *   same model, and on stories260k's INT4 .symb: tokens/s against the reference numpy engine's
  *   tokens/s recorded in issue 15 (not measured here: printed as recorded), and bytes/s ÷ copy
- *   bandwidth, target ≥ 0.5 at 1B sizes.
+ *   bandwidth, target ≥ 0.5 at 1B sizes. At 1B sizes one more decode row runs the same model with
+ *   --int4-activations int8 (MatMulNBits accuracy_level 4: an opt-in that moves the products by
+ *   ~3e-3 relative RMS), labelled as such; the float32 rows are the default numerics.
  *
  * src/native is imported dynamically: where it (or the piece a row needs) is not there yet, the row
  * is skipped with a line saying why.
@@ -26,6 +28,7 @@ import { median } from './limits.ts';
 import { sig } from './machine.ts';
 import { writeSyntheticHf, type BenchShape } from './synthetic.ts';
 import { DECODE_CHUNK } from '../src/native/gatePart.ts';
+import { int4Activations, setInt4Activations } from '../src/runtime/backend.ts';
 
 export interface NativeSizes {
   /** Shape of the generated model, its layer count and vocabulary (issue 15: llama-1b, 4 layers, 32000). */
@@ -171,6 +174,7 @@ export async function nativeSection(s: NativeSizes, log: (line: string) => void)
   const m = await importOptional<NativeModel>('../src/native/model.ts', ['nativePrefill', 'NativeDecoder']);
   const g = await importOptional<NativeGate>('../src/native/gatePart.ts', ['nativeAttentionFor']);
   const bigFigure = `native student decode, every layer engine-v0.1.1, INT4 .symb g${s.groupSize}, ${s.shape} layer sizes, ${s.layers} layers`;
+  const int8Figure = `${bigFigure}, int8 activations (--int4-activations int8, opt-in)`;
   const storiesFigure = 'native student decode, every layer engine-v0.1.1, stories260k INT4 .symb';
   const prefillFigure = `native teacher prefill, ${s.shape} layer sizes, ${s.layers} layers, context ${s.context}`;
   const big1b = s.shape === 'llama-1b';
@@ -207,6 +211,21 @@ export async function nativeSection(s: NativeSizes, log: (line: string) => void)
         w.close();
       }
     }, () => skippedRow('decode', bigFigure, `${s.shape}×${s.layers} symb-int4`, '', ref1b, big1b));
+    if (big1b) {
+      // The same model and timing with int8 activations; the mode is set for this row only (graphs
+      // read it when built) and restored after.
+      await attempt(async () => {
+        const before = int4Activations();
+        const w = openModel(dirs.symb);
+        setInt4Activations('int8');
+        try {
+          return await decodeRow(m, g, int8Figure, `${s.shape}×${s.layers} symb-int4, int8 activations`, w, { kind: 'int4', groupSize: s.groupSize }, s, ref1b, true, log);
+        } finally {
+          setInt4Activations(before);
+          w.close();
+        }
+      }, () => skippedRow('decode', int8Figure, `${s.shape}×${s.layers} symb-int4, int8 activations`, '', ref1b, true));
+    }
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

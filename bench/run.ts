@@ -11,8 +11,8 @@
  *                   Magnus (one layer, extrapolated and labelled); GFLOP/s ÷ sgemm peak, bytes/s ÷
  *                   copy bandwidth
  *   native      the ONNX Runtime engine (src/native) against the targets of issue 15: teacher
- *                   prefill at context 512 (Llama-3.2-1B layer sizes), student engine decode (INT4),
- *                   stories260k decode; skipped with a line while src/native lacks what they need
+ *                   prefill at context 512 (Llama-3.2-1B layer sizes), student engine decode (INT4;
+ *                   at 1B sizes also with int8 activations, the opt-in), stories260k decode; skipped with a line while src/native lacks what they need
  *   scaling     (d) distill step and eval (teacher + engine layer) time vs T = 64 … 1024
  *   workers     1 vs 2 worker threads on the same work
  *   layerload   streaming one Magnus layer: BF16 / int4 decode and upload (needs --magnus DIR)

@@ -2,22 +2,35 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Argv } from 'yargs';
-import { BACKEND_CHOICES, type BackendChoice, initBackend, backendInfo } from '../runtime/backend.ts';
+import { BACKEND_CHOICES, type BackendChoice, initBackend, backendInfo, INT4_ACTIVATION_CHOICES, type Int4Activations } from '../runtime/backend.ts';
 import { fail } from '../util/errors.ts';
 import { resolveModel } from '../data/registry.ts';
 import { openModel } from '../formats/openModel.ts';
 
+/** The --int4-activations value of the command being run (recorded by withBackend's middleware, read by startBackend). */
+let requestedInt4Activations: Int4Activations = 'float32';
+
 export function withBackend<T>(y: Argv<T>) {
-  return y.option('backend', {
-    choices: BACKEND_CHOICES,
-    default: 'auto' as BackendChoice,
-    describe: 'auto|native: forward passes and MSE training on the native engine (ONNX Runtime, all cores), KL training on tfjs; native-cuda: ONNX Runtime CUDA (CUDA 12 provider installed); wasm|cpu|tensorflow|tensorflow-gpu: tfjs throughout (the exact references)',
-  });
+  return y
+    .option('backend', {
+      choices: BACKEND_CHOICES,
+      default: 'auto' as BackendChoice,
+      describe: 'auto|native: forward passes and MSE training on the native engine (ONNX Runtime, all cores), KL training on tfjs; native-cuda: ONNX Runtime CUDA (CUDA 12 provider installed); wasm|cpu|tensorflow|tensorflow-gpu: tfjs throughout (the exact references)',
+    })
+    .option('int4-activations', {
+      choices: INT4_ACTIVATION_CHOICES,
+      default: 'float32' as Int4Activations,
+      describe: "native engine, INT4 .symb weights: float32 (default, exact to the goldens) or int8 (activations quantized per block, MatMulNBits accuracy_level 4: ~2x the weight bandwidth, products move by ~3e-3 relative RMS)",
+    })
+    .middleware((argv) => {
+      // Every command reaches the backend through startBackend(args.backend); the mode rides beside it.
+      requestedInt4Activations = (argv['int4-activations'] as Int4Activations | undefined) ?? 'float32';
+    });
 }
 
 /** Initialise the backend and say on stderr which one runs (every command records it). */
 export async function startBackend(choice: BackendChoice, quiet = false): Promise<string> {
-  const name = await initBackend(choice);
+  const name = await initBackend(choice, { int4Activations: requestedInt4Activations });
   const info = backendInfo(); // (native: the engine of the forward passes, and the tfjs backend that trains)
   if (!quiet) process.stderr.write(`synaxim: backend ${info.backend} (${info.detail})\n`);
   return name;

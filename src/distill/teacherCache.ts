@@ -18,7 +18,7 @@ import { fail } from '../util/errors.ts';
 import { cacheDir } from '../util/paths.ts';
 import { SafetensorsFile, writeSafetensors } from '../formats/safetensors.ts';
 import type { ModelWeights } from '../formats/weights.ts';
-import { forwardEngine } from '../runtime/backend.ts';
+import { forwardEngine, int4Activations } from '../runtime/backend.ts';
 import { nativePrefill } from '../native/model.ts';
 import type { PrefillOptions, PrefillResult } from '../model/sequence.ts';
 import { teacherPrefill } from '../teacher/teacher.ts';
@@ -42,13 +42,18 @@ export interface TeacherCacheKey {
   engine?: TeacherEngine;
 }
 
-/** The engines the teacher can be computed on: tfjs (any tfjs backend), ONNX Runtime on CPU or CUDA. */
-export type TeacherEngine = 'tfjs' | 'native' | 'native-cuda';
+/**
+ * The engines the teacher can be computed on: tfjs (any tfjs backend), ONNX Runtime on CPU or CUDA,
+ * and either of those with --int4-activations int8 (`-int8`: other numbers for an INT4 teacher).
+ */
+export type TeacherEngine = 'tfjs' | 'native' | 'native-cuda' | 'native-int8' | 'native-cuda-int8';
 
 /** The engine this process's forward passes run on (set by initBackend). */
 export function currentTeacherEngine(): TeacherEngine {
   const f = forwardEngine();
-  return f.kind === 'tfjs' ? 'tfjs' : f.provider === 'cuda' ? 'native-cuda' : 'native';
+  if (f.kind === 'tfjs') return 'tfjs';
+  const base = f.provider === 'cuda' ? 'native-cuda' : 'native';
+  return int4Activations() === 'int8' ? `${base}-int8` : base;
 }
 
 export function teacherCacheDir(key: TeacherCacheKey, root = cacheDir()): string {

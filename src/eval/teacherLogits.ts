@@ -23,8 +23,12 @@
  *     within 2δ of each other (a near-tie; the first index wins on an exact tie, as live).
  * With δ ≈ 2.3e-4 (log-probs down to −30): ε ≈ 4.6e-4, |Δ KL| ≤ about 9e-4 + 4.6e-4·KL per token.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { contentHash } from '../formats/contentHash.ts';
 import { hashTokenWindows, TeacherLogitsFile, TeacherLogitsFileWriter, type TeacherLogitsHeader } from '../formats/teacherLogits.ts';
+import { SYMB_CONFIG_FILE } from '../formats/symbModel.ts';
+import { int4Activations } from '../runtime/backend.ts';
 import { fail } from '../util/errors.ts';
 import { logSoftmaxRow, type ComparisonAccumulator } from './stats.ts';
 
@@ -39,6 +43,28 @@ export interface TeacherLogitsKey {
   vocab: number;
   /** The suite's context (longest window). */
   context: number;
+  /** The teacher is an INT4 .symb (its logits depend on --int4-activations; the file does not record that mode). */
+  int4Teacher?: boolean;
+}
+
+/** Whether a model directory is an INT4 .symb (config.symb.json says quantization.method int4). */
+function isInt4Symb(dir: string): boolean {
+  try {
+    const j = JSON.parse(fs.readFileSync(path.join(dir, SYMB_CONFIG_FILE), 'utf8')) as { quantization?: { method?: unknown } };
+    return j.quantization?.method === 'int4';
+  } catch {
+    return false; // not a .symb (or unreadable: the model loader reports that in its own words)
+  }
+}
+
+/**
+ * A --teacher-logits file holds float32-activation log-probs: with --int4-activations int8 an INT4
+ * teacher computes other logits, so neither reading nor writing such a file is allowed then.
+ */
+function requireActivationsMatch(file: string, key: TeacherLogitsKey): void {
+  if (key.int4Teacher && int4Activations() === 'int8') {
+    fail(file, '--teacher-logits with an INT4 teacher needs --int4-activations float32 (the file holds float32-activation log-probs; int8 activations change the teacher\'s logits)');
+  }
 }
 
 /** The key for a teacher directory, a tokenizer file and the suite's windows (token ids, BOS first). */
@@ -49,6 +75,7 @@ export function teacherLogitsKey(opts: { teacherDir: string; tokenizerFile: stri
     windowsHash: hashTokenWindows(opts.windows),
     vocab: opts.vocab,
     context: opts.context,
+    int4Teacher: isInt4Symb(opts.teacherDir),
   };
 }
 
@@ -76,6 +103,7 @@ export class TeacherLogitsWriter {
    */
   static create(file: string, key: TeacherLogitsKey, windows: ArrayLike<number>[], opts: { overwrite?: boolean } = {}): TeacherLogitsWriter {
     if (hashTokenWindows(windows) !== key.windowsHash) throw new Error('TeacherLogitsWriter: the windows are not the ones the key was made for');
+    requireActivationsMatch(file, key);
     const header: TeacherLogitsHeader = {
       vocab: key.vocab,
       context: key.context,
@@ -129,6 +157,7 @@ export interface TeacherLogProbs {
  * vocabulary is refused in one line saying which.
  */
 export function openTeacherLogits(file: string, expect: TeacherLogitsKey): TeacherLogProbs {
+  requireActivationsMatch(file, expect);
   const f = TeacherLogitsFile.open(file);
   try {
     const h = f.header;

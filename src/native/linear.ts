@@ -9,12 +9,14 @@
  *   point 8; only the nibble order differs (.symb: high nibble first; MatMulNBits: low first).
  *   MatMulNBits blocks never cross a row, so this needs in_features % group_size == 0 (and a
  *   power-of-two group ≥ 16, which the kernel requires); other int4 matrices are expanded to
- *   float32 once (loadNativeLayer notes it on stderr, once per model).
+ *   float32 once (loadNativeLayer notes it on stderr, once per model). With int4Activations()
+ *   'int8' (an opt-in) MatMulNBits quantizes the activations to int8 per block (accuracy_level 4).
  */
 import { dequantizeInt4 } from '../formats/symb.ts';
 import type { Int4Matrix } from '../formats/symbModel.ts';
 import type { Matrix } from '../formats/weights.ts';
 import type { GraphBuilder } from '../runtime/ort/graph.ts';
+import { int4Activations } from '../runtime/backend.ts';
 
 export type LinearSource = { kind: 'f32'; m: Matrix } | { kind: 'int4'; m: Int4Matrix };
 
@@ -70,7 +72,10 @@ export function bindLinear(b: GraphBuilder, name: string, src: LinearSource, bia
     const bs = src.m.groupSize;
     const wB = b.weight(`${name}.qweight`, packed, [N, K / bs, bs / 2]);
     const wS = b.weight(`${name}.scales`, scales, [(N * K) / bs]);
-    apply = (input) => b.node('MatMulNBits', [input, wB, wS], { K, N, bits: 4, block_size: bs }, { domain: 'com.microsoft' });
+    // accuracy_level 4: int8 activations (the opt-in of int4Activations()); absent: float32, today's numerics.
+    const attrs: Record<string, number> = { K, N, bits: 4, block_size: bs };
+    if (int4Activations() === 'int8') attrs.accuracy_level = 4;
+    apply = (input) => b.node('MatMulNBits', [input, wB, wS], attrs, { domain: 'com.microsoft' });
   } else {
     // int4 that MatMulNBits cannot take as stored (loadNativeLayer says so once per model).
     const data = src.kind === 'int4' ? dequantizeInt4Matrix(src.m) : src.m.data;

@@ -36,6 +36,29 @@ export function nativeForward(): boolean {
   return forward.kind === 'native';
 }
 
+/**
+ * How the native engine multiplies activations by INT4 weights (com.microsoft MatMulNBits):
+ * `float32` (default) multiplies float32 activations by the dequantized weights; `int8` quantizes
+ * the activations to int8 per block first (accuracy_level 4, as llama.cpp does for Q4 weights).
+ * int8 reads the weights from memory ~2× faster on CPU but moves products by ~3e-3 relative RMS —
+ * outside the engine goldens — so it is an explicit opt-in, never the default. Float32-bound
+ * matrices (every non-INT4 model) are unaffected.
+ */
+export const INT4_ACTIVATION_CHOICES = ['float32', 'int8'] as const;
+export type Int4Activations = (typeof INT4_ACTIVATION_CHOICES)[number];
+let int4Acts: Int4Activations = 'float32';
+
+/** The INT4 activation mode that graphs built from now on use (read by src/native/linear.ts). */
+export function int4Activations(): Int4Activations {
+  return int4Acts;
+}
+
+/** Set the INT4 activation mode for graphs built from now on (initBackend checks it against the engine). */
+export function setInt4Activations(mode: Int4Activations): void {
+  if (!INT4_ACTIVATION_CHOICES.includes(mode)) fail(null, `unknown --int4-activations '${mode}' (choose from ${INT4_ACTIVATION_CHOICES.join(', ')})`);
+  int4Acts = mode;
+}
+
 
 const require = createRequire(import.meta.url);
 let active: { choice: BackendChoice; name: string; detail: string } | null = null;
@@ -65,12 +88,21 @@ async function activate(name: string): Promise<boolean> {
   }
 }
 
-/** Initialise the chosen backend (idempotent). Returns the tfjs backend name that runs. */
-export async function initBackend(requested: BackendChoice = 'auto'): Promise<string> {
+/**
+ * Initialise the chosen backend (idempotent). Returns the tfjs backend name that runs.
+ * `int4Activations`, when given, sets that mode (see int4Activations); int8 needs the native engine.
+ */
+export async function initBackend(requested: BackendChoice = 'auto', opts: { int4Activations?: Int4Activations } = {}): Promise<string> {
   if (!BACKEND_CHOICES.includes(requested)) fail(null, `unknown --backend '${requested}' (choose from ${BACKEND_CHOICES.join(', ')})`);
   const fromEnv = process.env.SYNAXIM_BACKEND as BackendChoice | undefined;
   const choice = requested === 'auto' && fromEnv && BACKEND_CHOICES.includes(fromEnv) ? fromEnv : requested;
   const wantsNative = choice === 'auto' || choice === 'native' || choice === 'native-cuda';
+  const acts = opts.int4Activations ?? int4Acts;
+  if (acts === 'int8' && !wantsNative) {
+    // tfjs has no int8-activation product: refuse rather than silently run float32.
+    fail(null, `--int4-activations int8 needs the native engine (--backend auto, native or native-cuda); backend '${choice}' runs tfjs, which multiplies in float32 only`);
+  }
+  if (opts.int4Activations) setInt4Activations(opts.int4Activations);
   const provider: OrtProvider = choice === 'native-cuda' ? 'cuda' : 'cpu';
   if (wantsNative && !(forward.kind === 'native' && forward.provider === provider)) {
     // onnxruntime-node is a dependency (its CPU library ships in the npm package), loaded with the engine.
@@ -140,7 +172,8 @@ export function backendInfo(): { backend: string; detail: string; tfjs: string }
   const tfjsName = active?.name ?? tf.getBackend();
   const tfjsDetail = active?.detail ?? '';
   if (forward.kind === 'native') {
-    return { backend: forward.provider === 'cuda' ? 'native-cuda' : 'native', detail: `${nativeDetail}; MSE training native, KL training on ${tfjsDetail || tfjsName}`, tfjs: tf.version_core };
+    const acts = int4Acts === 'int8' ? '; INT4 × int8 activations (MatMulNBits accuracy_level 4)' : '';
+    return { backend: forward.provider === 'cuda' ? 'native-cuda' : 'native', detail: `${nativeDetail}; MSE training native, KL training on ${tfjsDetail || tfjsName}${acts}`, tfjs: tf.version_core };
   }
   return { backend: tfjsName, detail: tfjsDetail, tfjs: tf.version_core };
 }
