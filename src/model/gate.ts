@@ -165,13 +165,13 @@ export function defaultChunkSize(D: number): number {
 }
 
 /** Added to the log-weights of masked (non-causal) entries before exp: exp underflows to exactly 0. */
-const MASKED = -1e30;
+export const MASKED = -1e30;
 
 /**
- * [n, n] constants in (source s, target t) orientation: 1 where t > s, and the additive causal mask
- * (0 where t ≥ s, MASKED where t < s).
+ * [n, n] values in (source s, target t) orientation, row-major: 1 where t > s, and the additive
+ * causal mask (0 where t ≥ s, MASKED where t < s). Also the native engine's graph constants.
  */
-function triangles(n: number): { strictlyAfter: tf.Tensor2D; causalMask: tf.Tensor2D } {
+export function causalTriangles(n: number): { strictlyAfter: Float32Array; causalMask: Float32Array } {
   const after = new Float32Array(n * n);
   const mask = new Float32Array(n * n);
   for (let s = 0; s < n; s++) {
@@ -180,7 +180,13 @@ function triangles(n: number): { strictlyAfter: tf.Tensor2D; causalMask: tf.Tens
       if (t < s) mask[s * n + t] = MASKED;
     }
   }
-  return { strictlyAfter: tf.tensor2d(after, [n, n]), causalMask: tf.tensor2d(mask, [n, n]) };
+  return { strictlyAfter: after, causalMask: mask };
+}
+
+/** causalTriangles(n) as tensors. */
+function triangles(n: number): { strictlyAfter: tf.Tensor2D; causalMask: tf.Tensor2D } {
+  const t = causalTriangles(n);
+  return { strictlyAfter: tf.tensor2d(t.strictlyAfter, [n, n]), causalMask: tf.tensor2d(t.causalMask, [n, n]) };
 }
 
 /**

@@ -36,10 +36,7 @@ import { GraphBuilder } from '../runtime/ort/graph.ts';
 import { prefillSoftmaxAttention, rmsNormNode } from './layerGraph.ts';
 import { bindLinear, bindLinearInputGrad } from './linear.ts';
 import type { NativeLayerWeights } from './layerWeights.ts';
-import { gateLogsOps, gateScoresOps, normalizeKeysOps, normalizeValuesOps, repeatKvOps, rowNormOps } from './gateGraph.ts';
-
-/** Added to masked log-weights before Exp: exp underflows to exactly 0. */
-const MASKED = -1e30;
+import { constTriangles, gateLogsOps, gateLogWeightsOps, gateScoresOps, normalizeKeysOps, normalizeValuesOps, repeatKvOps, rowNormOps } from './gateGraph.ts';
 
 export interface AdapterTrainGraphOptions {
   /** Sequence length (every sequence of a run has it). */
@@ -50,21 +47,6 @@ export interface AdapterTrainGraphOptions {
   gradients?: boolean;
   /** adapter-window's W (null/absent: adapter-v1). */
   window?: number | null;
-}
-
-/** Constant [T, T] masks in (row i, column j) orientation. */
-function masks(b: GraphBuilder, T: number): { after: string; causal: string; atOrAfter: string } {
-  const after = new Float32Array(T * T); // j > i
-  const causal = new Float32Array(T * T); // MASKED where j < i
-  const atOrAfter = new Float32Array(T * T); // i ≥ j
-  for (let i = 0; i < T; i++) {
-    for (let j = 0; j < T; j++) {
-      if (j > i) after[i * T + j] = 1;
-      if (j < i) causal[i * T + j] = MASKED;
-      if (i >= j) atOrAfter[i * T + j] = 1;
-    }
-  }
-  return { after: b.constF(after, [T, T]), causal: b.constF(causal, [T, T]), atOrAfter: b.constF(atOrAfter, [T, T]) };
 }
 
 const sumAll = (b: GraphBuilder, x: string) => b.node('Reshape', [b.node('ReduceSum', [x], { keepdims: 0 }), b.constI([1])]);
@@ -122,10 +104,9 @@ export function buildAdapterTrainGraph(name: string, config: ModelConfig, weight
   const { logGate, logOneMinusGate } = gateLogsOps(b, z);
   const logG = b.node('Squeeze', [logGate, b.constI([2])]); // [B, T]
   const log1mG = b.node('Squeeze', [logOneMinusGate, b.constI([2])]);
-  // log w[s, t] = log(1−g_s) + Σ_{s<u≤t} log g_u: direct segment sums (CumSum of masked terms), as gateGraph.ts.
-  const m = masks(b, T);
-  const seg = b.node('CumSum', [b.node('Mul', [b.node('Unsqueeze', [logG, b.constI([1])]), m.after]), b.constI([-1], [])]); // [B, s, t]
-  const logW = b.node('Add', [b.node('Add', [seg, b.node('Unsqueeze', [log1mG, b.constI([2])])]), m.causal]);
+  // log w[s, t] = log(1−g_s) + Σ_{s<u≤t} log g_u: direct segment sums, as the chunked gate's.
+  const tri = constTriangles(b, T);
+  const logW = gateLogWeightsOps(b, logG, log1mG, tri, 1); // [B, s, t]
   const w = b.node('Transpose', [b.node('Exp', [logW])], { perm: [0, 2, 1] }); // [B, t, s]
   const qk = b.node('MatMul', [q, b.node('Transpose', [kHat], { perm: [0, 2, 1] })]); // [B, t, s]
   const wqk = b.node('Mul', [w, qk]);
@@ -204,7 +185,8 @@ export function buildAdapterTrainGraph(name: string, config: ModelConfig, weight
   const dLog1mG = b.node('ReduceSum', [A, b.constI([1])], { keepdims: 0 }); // Σ_t, [B, s]
   // Σ_{s<u} A[t, s] for every (t, u), then Σ over t ≥ u.
   const before = b.node('CumSum', [A, b.constI([-1], [])], { exclusive: 1 }); // [B, t, u]
-  const dLogG = b.node('ReduceSum', [b.node('Mul', [before, m.atOrAfter]), b.constI([1])], { keepdims: 0 }); // [B, u]
+  const atOrAfter = b.node('Sub', [one, tri.strictlyAfter]); // [t, u]: 1 where t ≥ u
+  const dLogG = b.node('ReduceSum', [b.node('Mul', [before, atOrAfter]), b.constI([1])], { keepdims: 0 }); // [B, u]
   const g = b.node('Exp', [logG]);
   const dz = b.node('Sub', [b.node('Mul', [b.node('Exp', [log1mG]), dLogG]), b.node('Mul', [g, dLog1mG])]); // [B, T]
   const dGateBias = sumAll(b, dz);

@@ -18,9 +18,7 @@
  * T may be symbolic: padding to whole chunks is computed in the graph.
  */
 import { GraphBuilder } from '../runtime/ort/graph.ts';
-
-/** Added to the log-weights of masked (non-causal) entries before Exp: exp underflows to exactly 0. */
-const MASKED = -1e30;
+import { causalTriangles, MASKED } from '../model/gate.ts';
 /** Slice end meaning "to the end of the axis". */
 const TO_END = 2 ** 62;
 
@@ -85,17 +83,10 @@ export interface GateValues {
   logOneMinusGate: string;
 }
 
-/** Constant [n, n] triangles in (source s, target t) orientation: 1 where t > s; 0 / MASKED where t ≥ s / t < s. */
-function constTriangles(b: GraphBuilder, n: number): { strictlyAfter: string; causalMask: string } {
-  const after = new Float32Array(n * n);
-  const mask = new Float32Array(n * n);
-  for (let s = 0; s < n; s++) {
-    for (let t = 0; t < n; t++) {
-      if (t > s) after[s * n + t] = 1;
-      if (t < s) mask[s * n + t] = MASKED;
-    }
-  }
-  return { strictlyAfter: b.constF(after, [n, n]), causalMask: b.constF(mask, [n, n]) };
+/** Constant [n, n] triangles in (source s, target t) orientation (model/gate.ts causalTriangles). */
+export function constTriangles(b: GraphBuilder, n: number): { strictlyAfter: string; causalMask: string } {
+  const t = causalTriangles(n);
+  return { strictlyAfter: b.constF(t.strictlyAfter, [n, n]), causalMask: b.constF(t.causalMask, [n, n]) };
 }
 
 /** The same triangles for a size known only at run time (`n`: int64 scalar). */
@@ -116,6 +107,15 @@ function dynamicTriangles(b: GraphBuilder, n: string): { strictlyAfter: string; 
 function segmentSumsOps(b: GraphBuilder, x: string, tri: { strictlyAfter: string; causalMask: string }, axisOfN: number): string {
   const terms = b.node('Mul', [b.node('Unsqueeze', [x, b.constI([axisOfN])]), tri.strictlyAfter]);
   return b.node('Add', [b.node('CumSum', [terms, b.constI([-1], [])]), tri.causalMask]);
+}
+
+/**
+ * The gate's log-weights within a block of n tokens, source-major: log w[.., s, t] = log(1−g_s) +
+ * Σ_{s<u≤t} log g_u for t ≥ s (MASKED for t < s: exp gives 0). logGate / logOneMinusGate
+ * [.., n] with n on axis `axisOfN`; tri = constTriangles(b, n). Returns [.., n(s), n(t)].
+ */
+export function gateLogWeightsOps(b: GraphBuilder, logGate: string, logOneMinusGate: string, tri: { strictlyAfter: string; causalMask: string }, axisOfN: number): string {
+  return b.node('Add', [segmentSumsOps(b, logGate, tri, axisOfN), b.node('Unsqueeze', [logOneMinusGate, b.constI([axisOfN + 1])])]);
 }
 
 /** Swap the last two axes of a rank-`rank` tensor. */
@@ -155,7 +155,7 @@ export function gateChunkedOps(b: GraphBuilder, g: GateValues, D: number, chunkS
   const logOneMinusGate = chunksOf(g.logOneMinusGate, []);
 
   // log w = log(1−g_s) + Σ_{s<u≤t} log g_u, [B, N, s, t]; the intra-chunk part.
-  const logW = b.node('Add', [segmentSumsOps(b, logGate, constTriangles(b, C), 2), b.node('Unsqueeze', [logOneMinusGate, b.constI([3])])]);
+  const logW = gateLogWeightsOps(b, logGate, logOneMinusGate, constTriangles(b, C), 2);
   const w = b.node('Exp', [logW]);
   const scores = b.node('MatMul', [q, swapLast(b, k, 4)]); // [B, N, t, s]
   const intra = b.node('MatMul', [b.node('Mul', [scores, swapLast(b, w, 4)]), v]); // [B, N, C, D]
