@@ -9,51 +9,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../src/runtime/backend.ts';
 import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 import { openModel } from '../src/formats/openModel.ts';
-import { encodeInt4, INT4_HEADER_BYTES, int4Scales } from '../src/formats/symb.ts';
 import { SymbWeights, type Int4Matrix, type LayerMatrixName } from '../src/formats/symbModel.ts';
 import type { ModelWeights } from '../src/formats/weights.ts';
 import { teacherPrefill } from '../src/teacher/teacher.ts';
-import { bindLinear, dequantizeInt4Matrix, int4Repackable, repackInt4 } from '../src/native/linear.ts';
+import { dequantizeInt4Matrix, int4Repackable, repackInt4 } from '../src/native/linear.ts';
 import { nativePrefill, NativeDecoder } from '../src/native/model.ts';
-import { GraphBuilder } from '../src/runtime/ort/graph.ts';
-import { createSession, f32, runSession } from '../src/runtime/ort/session.ts';
+import { int4Of, refProduct, runInt4Linear } from './helpers/int4.ts';
 import { maxAbsDiff, randoms } from './helpers/numeric.ts';
 
 beforeAll(async () => {
   await initBackend('wasm');
 });
-
-/** An int4 matrix as a .symb file stores it, from float32 values (the converter's own encoder). */
-function int4Of(values: Float32Array, rows: number, cols: number, groupSize: number): Int4Matrix {
-  const bytes = encodeInt4(values, [rows, cols], groupSize);
-  const scales = int4Scales(bytes);
-  return { file: '(test)', rows, cols, groupSize, scales, packed: bytes.subarray(INT4_HEADER_BYTES + 4 * scales.length) };
-}
-
-/** x [M, K] · Wᵀ in float64 for W [N, K]. */
-function refProduct(x: Float32Array, w: Float32Array, M: number, K: number, N: number): Float64Array {
-  const out = new Float64Array(M * N);
-  for (let m = 0; m < M; m++)
-    for (let n = 0; n < N; n++) {
-      let acc = 0;
-      for (let k = 0; k < K; k++) acc += x[m * K + k]! * w[n * K + k]!;
-      out[m * N + n] = acc;
-    }
-  return out;
-}
-
-/** The bound linear (MatMulNBits or its float32 fallback) on x [2, M/2, K] through ONNX Runtime. */
-async function runLinear(m: Int4Matrix, x: Float32Array, M: number): Promise<Float32Array> {
-  const b = new GraphBuilder('int4-test');
-  const input = b.input('x', 'float32', [2, M / 2, m.cols]);
-  b.output(bindLinear(b, 'w', { kind: 'int4', m }, null)(input), 'float32', [2, M / 2, m.rows], 'y');
-  const s = await createSession(b.toBytes(), 'int4-test');
-  try {
-    return (await runSession(s, { x: f32(x, [2, M / 2, m.cols]) }, 'int4-test')).y!.data as Float32Array;
-  } finally {
-    await s.release();
-  }
-}
 
 function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
@@ -87,7 +53,7 @@ describe('MatMulNBits from .symb int4 codes', () => {
       const M = 6;
       const x = randoms(M * K, K + 3);
       const ref = refProduct(x, dequantizeInt4Matrix(m), M, K, N);
-      const y = await runLinear(m, x, M);
+      const y = await runInt4Linear(m, x, M, 2);
       expect(maxAbsDiff(y, ref) / maxAbs(ref)).toBeLessThan(1e-5);
     });
   }

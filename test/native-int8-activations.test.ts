@@ -16,17 +16,14 @@ import { backendInfo, initBackend, int4Activations, setInt4Activations, type Bac
 import { writeFixtureHf } from '../src/formats/fixture.ts';
 import { convertHfToSymb } from '../src/formats/convert.ts';
 import { openModel } from '../src/formats/openModel.ts';
-import { encodeInt4, INT4_HEADER_BYTES, int4Scales } from '../src/formats/symb.ts';
-import type { Int4Matrix } from '../src/formats/symbModel.ts';
 import type { ModelWeights } from '../src/formats/weights.ts';
-import { bindLinear, dequantizeInt4Matrix } from '../src/native/linear.ts';
+import { dequantizeInt4Matrix } from '../src/native/linear.ts';
 import { nativePrefill, NativeDecoder } from '../src/native/model.ts';
-import { GraphBuilder } from '../src/runtime/ort/graph.ts';
-import { createSession, f32, runSession } from '../src/runtime/ort/session.ts';
 import { currentTeacherEngine } from '../src/distill/teacherCache.ts';
 import { openTeacherLogits, teacherLogitsKey } from '../src/eval/teacherLogits.ts';
 import { startBackend, withBackend } from '../src/cli/common.ts';
 import { SynaximError } from '../src/util/errors.ts';
+import { int4Of, refProduct, runInt4Linear } from './helpers/int4.ts';
 import { maxAbsDiff, randoms, relRms } from './helpers/numeric.ts';
 
 let tmp: string;
@@ -48,37 +45,6 @@ afterAll(() => {
 
 afterEach(() => setInt4Activations('float32'));
 
-function int4Of(values: Float32Array, rows: number, cols: number, groupSize: number): Int4Matrix {
-  const bytes = encodeInt4(values, [rows, cols], groupSize);
-  const scales = int4Scales(bytes);
-  return { file: '(test)', rows, cols, groupSize, scales, packed: bytes.subarray(INT4_HEADER_BYTES + 4 * scales.length) };
-}
-
-/** x [M, K] · Wᵀ in float64 for W [N, K]. */
-function refProduct(x: Float32Array, wt: Float32Array, M: number, K: number, N: number): Float64Array {
-  const out = new Float64Array(M * N);
-  for (let m = 0; m < M; m++)
-    for (let n = 0; n < N; n++) {
-      let acc = 0;
-      for (let k = 0; k < K; k++) acc += x[m * K + k]! * wt[n * K + k]!;
-      out[m * N + n] = acc;
-    }
-  return out;
-}
-
-/** The bound linear on x [1, M, K], the graph built in the current mode. */
-async function runLinear(m: Int4Matrix, x: Float32Array, M: number): Promise<Float32Array> {
-  const b = new GraphBuilder('int8-acts-test');
-  const input = b.input('x', 'float32', [1, M, m.cols]);
-  b.output(bindLinear(b, 'w', { kind: 'int4', m }, null)(input), 'float32', [1, M, m.rows], 'y');
-  const s = await createSession(b.toBytes(), 'int8-acts-test');
-  try {
-    return (await runSession(s, { x: f32(x, [1, M, m.cols]) }, 'int8-acts-test')).y!.data as Float32Array;
-  } finally {
-    await s.release();
-  }
-}
-
 describe('MatMulNBits with int8 activations', () => {
   for (const [N, K, gs, M] of [
     [96, 256, 32, 1],
@@ -88,9 +54,9 @@ describe('MatMulNBits with int8 activations', () => {
       const m = int4Of(randoms(N * K, N + K, 0.5), N, K, gs);
       const x = randoms(M * K, K + 7);
       const ref = refProduct(x, dequantizeInt4Matrix(m), M, K, N);
-      const y32 = await runLinear(m, x, M);
+      const y32 = await runInt4Linear(m, x, M, 1);
       setInt4Activations('int8');
-      const y8 = await runLinear(m, x, M);
+      const y8 = await runInt4Linear(m, x, M, 1);
       const err8 = relRms(y8, ref);
       const err32 = relRms(y32, ref);
       console.log(`int8 activations, N ${N} K ${K} g${gs} M ${M}: relRms ${err8.toExponential(2)} (float32: ${err32.toExponential(2)})`);
