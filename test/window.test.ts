@@ -10,7 +10,6 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runEvalCommand } from '../src/cli/commands/eval.ts';
 import { initBackend } from '../src/runtime/backend.ts';
-import { mulberry32 } from '../src/util/random.ts';
 import { SHARED_DIR, sharedAvailable } from '../src/util/paths.ts';
 import { resolveModel } from '../src/data/registry.ts';
 import { cachedPositions, gateStateBytesPerLayer, kvBytesPerTokenPerLayer, sameMemoryWindow } from '../src/engine/memory.ts';
@@ -19,10 +18,11 @@ import { naiveWindowFigures, naiveWindowLogits } from '../src/model/window.naive
 import { renderHtml, renderMarkdown, verdictSentences, type EvalReport } from '../src/eval/report.ts';
 import { attentionMemory, prepareWindows, resolveWindows, runEval } from '../src/eval/runner.ts';
 import { adHocSuite, parseConfigurationName, parseSuite, parseWindowFlag } from '../src/data/suite.ts';
-import { parseHfConfig, type ModelConfig } from '../src/formats/config.ts';
+import { parseHfConfig } from '../src/formats/config.ts';
 import { openModel } from '../src/formats/openModel.ts';
-import type { LayerWeights, Matrix, ModelWeights } from '../src/formats/weights.ts';
+import type { ModelWeights } from '../src/formats/weights.ts';
 import { syntheticReport } from './evalFixtures.ts';
+import { syntheticModel } from './helpers/randomModel.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'synaxim-window-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -30,40 +30,9 @@ beforeAll(async () => {
   await initBackend('wasm');
 });
 
-function randoms(n: number, seed: number, scale = 0.4): Float32Array {
-  const r = mulberry32(seed);
-  return Float32Array.from({ length: n }, () => scale * (2 * r() - 1));
-}
-
-/** A small in-memory llama/mistral-like model (GQA 2:1, q/k/v biases, untied head). */
-function syntheticModel(slidingWindow: number | null = null): ModelWeights {
-  const config: ModelConfig = {
-    architecture: 'mistral', hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 4,
-    vocabSize: 20, maxPositionEmbeddings: 64, rmsNormEps: 1e-5, ropeTheta: 100, ropeScaling: null,
-    slidingWindow, tieWordEmbeddings: false, attentionBias: true, bosTokenId: 1, eosTokenIds: [2], torchDtype: null,
-  };
-  const { hiddenSize: D, intermediateSize: I, vocabSize: V } = config;
-  const m = (rows: number, cols: number, seed: number, scale = 0.5): Matrix => ({ data: randoms(rows * cols, seed, scale), rows, cols });
-  const embed = randoms(V * D, 1, 1);
-  const head = randoms(V * D, 2, 0.5);
-  const norm = randoms(D, 3).map((x) => 1 + 0.3 * x);
-  const layers: LayerWeights[] = [0, 1].map((l) => ({
-    inputNorm: randoms(D, 10 + l).map((x) => 1 + 0.3 * x), q: m(16, D, 20 + l, 1), k: m(8, D, 30 + l, 1), v: m(8, D, 40 + l), o: m(D, 16, 50 + l),
-    qBias: randoms(16, 60 + l, 0.2), kBias: randoms(8, 70 + l, 0.2), vBias: randoms(8, 80 + l, 0.2),
-    postNorm: randoms(D, 90 + l).map((x) => 1 + 0.3 * x), gate: m(I, D, 100 + l), up: m(I, D, 110 + l), down: m(D, I, 120 + l),
-  }));
-  return {
-    config, dir: '(synthetic)', format: 'hf', storage: 'F32',
-    embed: (ids) => {
-      const out = new Float32Array(ids.length * D);
-      for (let t = 0; t < ids.length; t++) out.set(embed.subarray(ids[t]! * D, (ids[t]! + 1) * D), t * D);
-      return out;
-    },
-    lmHeadRows: (start, count) => ({ data: head.slice(start * D, (start + count) * D), rows: count, cols: D }),
-    finalNorm: () => norm,
-    layer: (l) => layers[l]!,
-    close: () => {},
-  };
+/** A small in-memory llama/mistral-like model (GQA 2:1, q/k/v biases, untied head), no RoPE scaling, with an optional sliding window. */
+function windowModel(slidingWindow: number | null = null): ModelWeights {
+  return syntheticModel({ slidingWindow, ropeScaling: null, weightScale: 0.5, qkScale: 1, normNoise: 0.4 });
 }
 
 const IDS = [1, 5, 9, 3, 3, 17, 0, 12, 19, 4, 7, 7, 2, 11];
@@ -77,7 +46,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 describe('window policy = float64 reference', () => {
   it('prefill: logits for W = 1, 3, 5 and W ≥ T (= full attention)', () => {
-    const w = syntheticModel();
+    const w = windowModel();
     for (const W of [1, 3, 5, IDS.length]) {
       const ref = naiveWindowLogits(w, IDS, W);
       const out = studentPrefill(w, [IDS], { rest: 'teacher', window: W }).logits[0]!;
@@ -90,14 +59,14 @@ describe('window policy = float64 reference', () => {
   });
 
   it("the model's own sliding window caps W (min of the two)", () => {
-    const w = syntheticModel(2);
+    const w = windowModel(2);
     const out = studentPrefill(w, [IDS], { rest: 'teacher', window: 5 }).logits[0]!;
     expect(maxAbsDiff(out, naiveWindowLogits(w, IDS, 2))).toBeLessThan(2e-5);
-    expect(maxAbsDiff(naiveWindowLogits(w, IDS, 5), naiveWindowLogits(syntheticModel(null), IDS, 2))).toBe(0);
+    expect(maxAbsDiff(naiveWindowLogits(w, IDS, 5), naiveWindowLogits(windowModel(null), IDS, 2))).toBe(0);
   });
 
   it('the decoder (KV cache of the last W positions) gives the same logits token by token, and after a batched prefill', () => {
-    const w = syntheticModel();
+    const w = windowModel();
     const W = 3;
     const ref = naiveWindowLogits(w, IDS, W);
     const V = w.config.vocabSize;
@@ -115,15 +84,15 @@ describe('window policy = float64 reference', () => {
   });
 
   it('policy kinds: softmax layers become window layers; softmaxLayers forces softmax on chosen layers', () => {
-    const c = syntheticModel().config;
+    const c = windowModel().config;
     expect(layerPolicyKinds(c, null, 'teacher', { window: 4 })).toEqual(['window', 'window']);
     expect(layerPolicyKinds(c, null, 'engine', { window: 4 })).toEqual(['engine', 'engine']);
     expect(layerPolicyKinds(c, null, 'engine', { softmaxLayers: [1] })).toEqual(['engine', 'teacher']);
-    expect(() => studentPrefill(syntheticModel(), [IDS], { rest: 'teacher', window: 0 })).toThrow(/window must be a positive integer/);
+    expect(() => studentPrefill(windowModel(), [IDS], { rest: 'teacher', window: 0 })).toThrow(/window must be a positive integer/);
   });
 
   it('the figures (PPL, KLD, top-1) of the reference are what their definitions say on a hand-checkable case', () => {
-    const w = syntheticModel();
+    const w = windowModel();
     const f = naiveWindowFigures(w, w, [IDS], IDS.length);
     expect(f.tokens).toBe(IDS.length - 1);
     expect(f.kld).toBeCloseTo(0, 12);

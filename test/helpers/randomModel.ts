@@ -54,22 +54,39 @@ export function randomModel(shape: { hidden: number; layers: number; heads: numb
   };
 }
 
-/** An in-memory qwen2-like model exercising every option: q/k/v biases, sliding window 3, llama3 RoPE scaling, untied lm_head, GQA 2:1. */
-export function syntheticModel(): ModelWeights {
+export interface SyntheticModelOptions {
+  /** The config's sliding window (default 3; null: none). */
+  slidingWindow?: number | null;
+  /** The config's RoPE scaling (default llama3, factor 4; null: none). */
+  ropeScaling?: ModelConfig['ropeScaling'];
+  /** Scale of the random projection weights (default 0.4), of q and k (default the same), and of the norms' noise around 1 (default 1). */
+  weightScale?: number;
+  qkScale?: number;
+  normNoise?: number;
+}
+
+/**
+ * An in-memory qwen2-like model exercising every option: q/k/v biases, sliding window 3, llama3
+ * RoPE scaling, untied lm_head, GQA 2:1 (the window and scaling, and the weights' scales, as told).
+ */
+export function syntheticModel(opts: SyntheticModelOptions = {}): ModelWeights {
   const config: ModelConfig = {
     architecture: 'mistral', hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 4,
     vocabSize: 20, maxPositionEmbeddings: 64, rmsNormEps: 1e-5, ropeTheta: 100,
-    ropeScaling: { type: 'llama3', factor: 4, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
-    slidingWindow: 3, tieWordEmbeddings: false, attentionBias: true, bosTokenId: 1, eosTokenIds: [2], torchDtype: null,
+    ropeScaling: opts.ropeScaling !== undefined ? opts.ropeScaling : { type: 'llama3', factor: 4, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
+    slidingWindow: opts.slidingWindow !== undefined ? opts.slidingWindow : 3, tieWordEmbeddings: false, attentionBias: true, bosTokenId: 1, eosTokenIds: [2], torchDtype: null,
   };
   const { hiddenSize: D, intermediateSize: I, vocabSize: V } = config;
-  const m = (rows: number, cols: number, seed: number, scale = 0.4): Matrix => ({ data: randoms(rows * cols, seed, scale), rows, cols });
+  const ws = opts.weightScale ?? 0.4;
+  const qk = opts.qkScale ?? ws;
+  const noise = opts.normNoise ?? 1;
+  const m = (rows: number, cols: number, seed: number, scale = ws): Matrix => ({ data: randoms(rows * cols, seed, scale), rows, cols });
   const embed = randoms(V * D, 1);
   const head = randoms(V * D, 2, 0.5);
   const layers: LayerWeights[] = [0, 1].map((l) => ({
-    inputNorm: randoms(D, 10 + l).map((x) => 1 + 0.3 * x), q: m(16, D, 20 + l), k: m(8, D, 30 + l), v: m(8, D, 40 + l), o: m(D, 16, 50 + l),
+    inputNorm: randoms(D, 10 + l, noise).map((x) => 1 + 0.3 * x), q: m(16, D, 20 + l, qk), k: m(8, D, 30 + l, qk), v: m(8, D, 40 + l), o: m(D, 16, 50 + l),
     qBias: randoms(16, 60 + l, 0.2), kBias: randoms(8, 70 + l, 0.2), vBias: randoms(8, 80 + l, 0.2),
-    postNorm: randoms(D, 90 + l).map((x) => 1 + 0.3 * x), gate: m(I, D, 100 + l), up: m(I, D, 110 + l), down: m(D, I, 120 + l),
+    postNorm: randoms(D, 90 + l, noise).map((x) => 1 + 0.3 * x), gate: m(I, D, 100 + l), up: m(I, D, 110 + l), down: m(D, I, 120 + l),
   }));
   return {
     config, dir: '(synthetic)', format: 'hf', storage: 'F32',
@@ -79,7 +96,7 @@ export function syntheticModel(): ModelWeights {
       return out;
     },
     lmHeadRows: (start, count) => ({ data: head.slice(start * D, (start + count) * D), rows: count, cols: D }),
-    finalNorm: () => randoms(D, 3).map((x) => 1 + 0.3 * x),
+    finalNorm: () => randoms(D, 3, noise).map((x) => 1 + 0.3 * x),
     layer: (l) => layers[l]!,
     close: () => {},
   };
