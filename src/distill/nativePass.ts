@@ -25,7 +25,7 @@ import { nativeAttentionFor, nativeStudentAttention } from '../native/gatePart.t
 import { loadNativeLayer, type NativeLayerWeights } from '../native/layerWeights.ts';
 import { dequantizeInt4Matrix, int4Repackable, linearShape } from '../native/linear.ts';
 import { graphBytes, initialState, layerWhat, nativeLayerBytes, sharedFeeds, stack } from '../native/common.ts';
-import { requireFiniteBeforeTrained, teacherHidden, type PassContext, type PassResult, type TrainOptions } from './train.ts';
+import { mean, passFrame, requireFiniteBeforeTrained, teacherHidden, type PassContext, type PassResult, type TrainOptions } from './train.ts';
 import type { RestPolicy } from '../model/policy.ts';
 import { nativePrefill } from '../native/model.ts';
 
@@ -69,12 +69,6 @@ export async function nativeStudentStreamBefore(weights: ModelWeights, sequences
     },
   });
   return stream;
-}
-
-function mean(xs: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < xs.length; i++) s += xs[i]!;
-  return s / xs.length;
 }
 
 type Built = { session: OrtSession; graph?: LayerGraph; floatInputs?: (typeof BACKWARD)[number][] };
@@ -178,13 +172,7 @@ export class NativeMsePass {
     const { opts, seqLen: T } = ctx;
     const c = weights.config;
     const D = c.hiddenSize;
-    const trained = opts.layers;
-    const nLayers = trained.length;
-    const B = seqIdx.length;
-    const first = trained[0]!;
-    const last = trained[nLayers - 1]!;
-    const lossPerLayer = new Array<number>(nLayers).fill(NaN);
-    const grads: Float32Array[] | null = withGrad ? [] : null;
+    const { trained, nLayers, B, first, last, lossPerLayer, grads } = passFrame(opts, seqIdx, withGrad);
     const teacherAt = (i: number) => teacherHidden(ctx, i);
     const windowed = (opts.window ?? null) !== null;
     const names: readonly string[] = windowed ? WINDOW_PARAMS : PARAMS;

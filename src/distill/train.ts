@@ -316,10 +316,25 @@ export function teacherHidden(ctx: PassContext, i: number): Float32Array[] {
   return h;
 }
 
-function mean(xs: number[]): number {
+export function mean(xs: ArrayLike<number>): number {
   let s = 0;
-  for (const x of xs) s += x;
+  for (let i = 0; i < xs.length; i++) s += xs[i]!;
   return s / xs.length;
+}
+
+/** What every MSE pass over a batch starts from: the trained layers' span, the batch size, and empty per-layer losses and gradients. */
+export function passFrame(opts: Pick<TrainOptions, 'layers'>, seqIdx: number[], withGrad: boolean) {
+  const trained = opts.layers;
+  const nLayers = trained.length;
+  return {
+    trained,
+    nLayers,
+    B: seqIdx.length,
+    first: trained[0]!,
+    last: trained[nLayers - 1]!,
+    lossPerLayer: new Array<number>(nLayers).fill(NaN),
+    grads: withGrad ? ([] as Float32Array[]) : null,
+  };
 }
 
 /**
@@ -329,13 +344,7 @@ function mean(xs: number[]): number {
 export function runPass(ctx: PassContext, seqIdx: number[], params: AdapterVariables, withGrad: boolean): PassResult {
   const { config: c, opts, seqLen: T } = ctx;
   const D = c.hiddenSize;
-  const trained = opts.layers;
-  const nLayers = trained.length;
-  const B = seqIdx.length;
-  const first = trained[0]!;
-  const last = trained[nLayers - 1]!;
-  const lossPerLayer = new Array<number>(nLayers).fill(NaN);
-  const grads: Float32Array[] | null = withGrad ? [] : null;
+  const { trained, nLayers, B, first, last, lossPerLayer, grads } = passFrame(opts, seqIdx, withGrad);
   const restPolicy = restLayerPolicy(opts.rest);
   const fromHost = (data: Float32Array) => tf.tensor2d(data, [T, D]);
   const teacherAt = (i: number) => teacherHidden(ctx, i);
