@@ -77,6 +77,16 @@ export function recordBytes(vocab: number): number {
   return 8 + 2 * vocab;
 }
 
+/** Rows of a T-row window read or written at once: a few MiB at a time (a 32k vocabulary × 512 tokens window is 32 MiB of codes). */
+function chunkRows(T: number, rowBytes: number): number {
+  return Math.max(1, Math.min(T, Math.floor((4 << 20) / rowBytes)));
+}
+
+/** A window index inside 0..windows−1 (a caller's bug otherwise). */
+function requireWindowIndex(i: number, windows: number): void {
+  if (!(Number.isInteger(i) && i >= 0 && i < windows)) throw new Error(`teacher logits: window ${i} outside 0..${windows - 1}`);
+}
+
 /** Byte offset of each window's first row: after the header and the table of window lengths. */
 function windowOffsets(header: Pick<TeacherLogitsHeader, 'vocab' | 'lengths'>): number[] {
   const rb = recordBytes(header.vocab);
@@ -281,12 +291,11 @@ export class TeacherLogitsFileWriter {
   writeWindowRows(i: number, row: (t: number) => ArrayLike<number>): void {
     const fd = this.fd;
     if (fd === null) throw new Error('teacher logits: writer already finished');
-    if (!(Number.isInteger(i) && i >= 0 && i < this.windows)) throw new Error(`teacher logits: window ${i} outside 0..${this.windows - 1}`);
+    requireWindowIndex(i, this.windows);
     const V = this.header.vocab;
     const T = this.header.lengths[i]!;
     const rb = recordBytes(V);
-    // A few MiB at a time: a 32k vocabulary × 512 tokens window is 32 MiB of codes.
-    const rowsPerChunk = Math.max(1, Math.min(T, Math.floor((4 << 20) / rb)));
+    const rowsPerChunk = chunkRows(T, rb);
     if (!this.scratch || this.scratch.byteLength < rowsPerChunk * rb) this.scratch = new DataView(new ArrayBuffer(rowsPerChunk * rb));
     const buf = new Uint8Array(this.scratch.buffer);
     try {
@@ -413,12 +422,12 @@ export class TeacherLogitsFile {
   window(i: number): Float32Array {
     const fd = this.fd;
     if (fd === null) throw new Error('teacher logits: file closed');
-    if (!(Number.isInteger(i) && i >= 0 && i < this.windows)) throw new Error(`teacher logits: window ${i} outside 0..${this.windows - 1}`);
+    requireWindowIndex(i, this.windows);
     const V = this.header.vocab;
     const T = this.header.lengths[i]!;
     const rb = recordBytes(V);
     const out = new Float32Array(T * V);
-    const rowsPerChunk = Math.max(1, Math.min(T, Math.floor((4 << 20) / rb)));
+    const rowsPerChunk = chunkRows(T, rb);
     for (let t0 = 0; t0 < T; t0 += rowsPerChunk) {
       const rows = Math.min(rowsPerChunk, T - t0);
       const bytes = readExactly(fd, this.file, rows * rb, this.offsets[i]! + t0 * rb);
